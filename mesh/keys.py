@@ -1,0 +1,99 @@
+"""WireGuard key material: X25519 key pairs and pairwise preshared keys derived from one mesh secret.
+
+Keys are base64 strings exactly as ``wg genkey``/``wg pubkey``/``wg genpsk`` print them. Preshared keys are not
+stored per pair: each one is derived with HKDF-SHA256 from a single 32-byte mesh secret and the *ordered* pair of
+the two peers' public keys, so both ends derive the same key, a mesh of N peers keeps O(N) secrets instead of
+O(N^2), and rotating a peer's key pair rotates every preshared key it takes part in.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from functools import lru_cache
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+KEY_BYTES = 32
+PSK_SALT = b"wgmesh preshared key v1"
+
+
+def decode_key(text: str) -> bytes:
+    """The 32 raw bytes of a base64 WireGuard key; raises ``ValueError`` saying what is wrong otherwise."""
+    if not isinstance(text, str):
+        raise ValueError(f"a WireGuard key is a base64 string, got {type(text).__name__}")
+    stripped = text.strip()
+    if len(stripped) != 44 or not stripped.endswith("="):
+        raise ValueError("a WireGuard key is 44 base64 characters ending in '=' (as `wg genkey` prints)")
+    try:
+        raw = base64.b64decode(stripped, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not valid base64 ({exc})") from None
+    if len(raw) != KEY_BYTES:
+        raise ValueError(f"decodes to {len(raw)} bytes, a WireGuard key has {KEY_BYTES}")
+    return raw
+
+
+def encode_key(raw: bytes) -> str:
+    """Base64 text of 32 raw key bytes."""
+    if len(raw) != KEY_BYTES:
+        raise ValueError(f"a WireGuard key has {KEY_BYTES} bytes, got {len(raw)}")
+    return base64.b64encode(raw).decode("ascii")
+
+
+def clamp(raw: bytes) -> bytes:
+    """Curve25519 clamping, as ``wg genkey`` applies it, so our private keys print byte-identical to wg's."""
+    if len(raw) != KEY_BYTES:
+        raise ValueError(f"a private key seed has {KEY_BYTES} bytes, got {len(raw)}")
+    key = bytearray(raw)
+    key[0] &= 248
+    key[31] = (key[31] & 127) | 64
+    return bytes(key)
+
+
+def private_key_from_seed(seed: bytes) -> str:
+    """The WireGuard private key made from 32 random bytes (e.g. Pulumi's ``RandomBytes``), clamped like wg's."""
+    return encode_key(clamp(seed))
+
+
+def generate_private_key() -> str:
+    """A fresh private key from the OS's CSPRNG, as ``wg genkey`` would make one."""
+    return private_key_from_seed(os.urandom(KEY_BYTES))
+
+
+@lru_cache(maxsize=4096)
+def public_key(private_key: str) -> str:
+    """The public key of a base64 private key, equal to what ``wg pubkey`` prints for it."""
+    private = X25519PrivateKey.from_private_bytes(decode_key(private_key))
+    raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return encode_key(raw)
+
+
+def generate_mesh_secret() -> bytes:
+    """A fresh 32-byte mesh secret, the one value every preshared key of a mesh is derived from."""
+    return os.urandom(KEY_BYTES)
+
+
+def derive_preshared_key(mesh_secret: bytes, public_a: str, public_b: str) -> str:
+    """The preshared key shared by the peers with public keys ``public_a`` and ``public_b``.
+
+    Symmetric (both peers derive the same key whichever order they pass) because the pair is sorted before
+    it becomes HKDF's ``info``; distinct per pair because the public keys are.
+    """
+    if len(mesh_secret) < KEY_BYTES:
+        raise ValueError(f"the mesh secret must have at least {KEY_BYTES} bytes, got {len(mesh_secret)}")
+    first, second = sorted((decode_key(public_a), decode_key(public_b)))
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=PSK_SALT, info=first + second)
+    return encode_key(hkdf.derive(mesh_secret))
+
+
+def is_valid_key(text: object) -> bool:
+    """Whether ``text`` is a well-formed WireGuard key."""
+    try:
+        decode_key(text)  # type: ignore[arg-type]
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,107 @@
+"""The mesh model: validated, immutable descriptions of a WireGuard full mesh.
+
+Instances are produced by :func:`mesh.validation.load_mesh`, which guarantees the invariants documented here
+(unique names, non-overlapping subnets, tunnel addresses inside the tunnel networks, ...). Everything downstream
+(rendering, the Pulumi components, the lab) can therefore trust them without re-checking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+
+IPNetwork = IPv4Network | IPv6Network
+IPInterface = IPv4Interface | IPv6Interface
+
+DEFAULT_LISTEN_PORT = 51820
+DEFAULT_KEEPALIVE = 25
+DEFAULT_INTERFACE = "wg0"
+DEFAULT_EGRESS_INTERFACE = "eth0"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a peer's WireGuard socket can be reached from the other peers: a host (IP or DNS name) and a UDP port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        """The ``Endpoint =`` form wg-quick expects; IPv6 literals are bracketed."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One mesh member.
+
+    ``addresses`` holds one tunnel address per tunnel network, each carrying that network's prefix length
+    (``10.255.0.1/24``), which is the form wg-quick's ``Address`` wants. ``endpoint`` is ``None`` for a peer
+    behind NAT; ``endpoint_pending`` marks a peer whose endpoint exists but is only known once the cloud has
+    created it (an Elastic IP), so it counts as reachable when the mesh is checked before creation.
+    """
+
+    name: str
+    addresses: tuple[IPInterface, ...]
+    endpoint: Endpoint | None = None
+    endpoint_pending: bool = False
+    listen_port: int = DEFAULT_LISTEN_PORT
+    subnets: tuple[IPNetwork, ...] = ()
+    keepalive: int | None = None
+    mtu: int | None = None
+    egress_interface: str = DEFAULT_EGRESS_INTERFACE
+    nat: bool = True
+    post_up: tuple[str, ...] = ()
+    post_down: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+    table: str | None = None
+    public_key: str | None = None
+    private_key: str | None = field(default=None, repr=False)
+
+    @property
+    def reachable(self) -> bool:
+        """Whether other peers can start a handshake towards this peer (it has, or will have, an endpoint)."""
+        return self.endpoint is not None or self.endpoint_pending
+
+    @property
+    def allowed_ips(self) -> tuple[IPNetwork, ...]:
+        """What other peers route to this peer: its tunnel addresses as host routes, then its subnets."""
+        hosts = tuple(address.network.__class__(f"{address.ip}/{address.max_prefixlen}") for address in self.addresses)
+        return hosts + self.subnets
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """A validated full mesh: its tunnel networks, interface name and members in the order they were given."""
+
+    networks: tuple[IPNetwork, ...]
+    peers: tuple[Peer, ...]
+    interface: str = DEFAULT_INTERFACE
+    default_keepalive: int = DEFAULT_KEEPALIVE
+
+    def peer(self, name: str) -> Peer:
+        """The peer called ``name``; ``KeyError`` names the known peers when there is none."""
+        for peer in self.peers:
+            if peer.name == name:
+                return peer
+        raise KeyError(f"no peer named {name!r} in the mesh (peers: {', '.join(self.names)})")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(peer.name for peer in self.peers)
+
+    def others(self, name: str) -> tuple[Peer, ...]:
+        """Every member but ``name``, in mesh order: the ``[Peer]`` sections of ``name``'s config."""
+        return tuple(peer for peer in self.peers if peer.name != name)
+
+    def keepalive_between(self, local: Peer, remote: Peer) -> int | None:
+        """PersistentKeepalive ``local`` sends towards ``remote``.
+
+        An explicit per-peer value wins. Otherwise keepalives are needed only where one side has no endpoint:
+        the side behind NAT must keep its NAT mapping open so that the other side can reach it at all.
+        """
+        if local.keepalive is not None:
+            return local.keepalive or None
+        if not local.reachable or not remote.reachable:
+            return self.default_keepalive
+        return None

@@ -1,0 +1,500 @@
+"""Turning a raw mesh description (parsed YAML or Pulumi stack config) into a validated :class:`~mesh.model.Mesh`.
+
+Every check runs and every problem is collected before anything is raised, so a user sees all of them at once,
+each with the field path and what to do. Nothing else in wgmesh runs on an unvalidated description.
+
+The raw form::
+
+    network: 10.255.0.0/24            # or a list: [10.255.0.0/24, fd00:255::/64]
+    interface: wg0                    # optional
+    listen_port: 51820                # optional default for peers
+    keepalive: 25                     # sent where one side of a pair has no endpoint
+    peers:
+      - name: zhy
+        address: 10.255.0.1           # optional: allocated from the network when absent
+        endpoint: 52.82.1.10:51820    # optional: a peer behind NAT has none
+        subnets: [192.168.10.0/24]
+        egress_interface: ens5        # NAT towards the VPC goes out here
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface, ip_network
+from typing import Any
+
+from mesh.addressing import AllocationError, allocate, usable_hosts
+from mesh.errors import ConfigIssue, MeshConfigError
+from mesh.keys import decode_key, public_key
+from mesh.model import (
+    DEFAULT_EGRESS_INTERFACE,
+    DEFAULT_INTERFACE,
+    DEFAULT_KEEPALIVE,
+    DEFAULT_LISTEN_PORT,
+    Endpoint,
+    IPInterface,
+    IPNetwork,
+    Mesh,
+    Peer,
+)
+
+MESH_FIELDS = frozenset({"network", "interface", "listen_port", "keepalive", "mtu", "peers", "egress_interface", "nat"})
+PEER_FIELDS = frozenset(
+    {
+        "name",
+        "address",
+        "endpoint",
+        "listen_port",
+        "subnets",
+        "keepalive",
+        "mtu",
+        "egress_interface",
+        "nat",
+        "post_up",
+        "post_down",
+        "dns",
+        "table",
+        "public_key",
+        "private_key",
+    }
+)
+PEER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+INTERFACE_NAME = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}$")
+HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+MIN_MTU, MAX_MTU = 1280, 9000
+
+
+@dataclass(frozen=True)
+class _Located:
+    """A value found at a field path, kept with its path so later cross-checks can still name it."""
+
+    path: str
+    value: Any
+
+
+class _Collector:
+    """Accumulates issues; ``check`` runs a parser and records its ``ValueError`` instead of stopping."""
+
+    def __init__(self) -> None:
+        self.issues: list[ConfigIssue] = []
+
+    def add(self, path: str, problem: str, fix: str) -> None:
+        self.issues.append(ConfigIssue(path, problem, fix))
+
+    def check(self, path: str, parse: Callable[[Any], Any], value: Any, fix: str) -> Any:
+        try:
+            return parse(value)
+        except (ValueError, TypeError) as exc:
+            self.add(path, str(exc), fix)
+            return None
+
+
+def parse_endpoint(text: Any) -> Endpoint:
+    """``host:port`` or ``[v6]:port`` into an :class:`Endpoint`; ``ValueError`` says what is wrong."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"an endpoint is a 'host:port' string, got {text!r}")
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"{text!r} is not '[IPv6]:port'")
+        if not isinstance(ip_address(host), IPv6Address):
+            raise ValueError(f"{host!r} in brackets is not an IPv6 address")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{text!r} has no port; write it as 'host:port'")
+        if ":" in host:
+            raise ValueError(f"{text!r}: write an IPv6 endpoint as '[address]:port'")
+        if not _is_ipv4(host) and not HOSTNAME.match(host):
+            raise ValueError(f"{host!r} is neither an IP address nor a DNS name")
+    return Endpoint(host, parse_port(port_text))
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return isinstance(ip_address(text), IPv4Address)
+    except ValueError:
+        return False
+
+
+def parse_port(value: Any) -> int:
+    """A UDP port number 1..65535 from an int or a decimal string."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a port number")
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"{value!r} is not a port number between 1 and 65535")
+    return value
+
+
+def _parse_int(low: int, high: int, what: str) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{value!r} is not {what} between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _parse_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{value!r} is not true or false")
+    return value
+
+
+def _parse_network(value: Any) -> IPNetwork:
+    if not isinstance(value, str):
+        raise ValueError(f"a CIDR is a string such as '10.0.0.0/16', got {value!r}")
+    try:
+        return ip_network(value, strict=True)
+    except ValueError as exc:
+        if "has host bits set" in str(exc):
+            raise ValueError(f"{value!r} has host bits set (did you mean {ip_network(value, strict=False)}?)") from None
+        raise ValueError(f"{value!r} is not a CIDR block") from None
+
+
+def _parse_address(value: Any) -> IPInterface:
+    if not isinstance(value, str):
+        raise ValueError(f"a tunnel address is a string such as '10.255.0.1', got {value!r}")
+    try:
+        return ip_interface(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+def _parse_key(value: Any) -> str:
+    decode_key(value)
+    return value.strip()
+
+
+def _as_list(value: Any) -> list[Any]:
+    """A scalar or a list, as a list: lets ``network: 10.0.0.0/24`` and ``network: [..]`` both work."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def _string_list(collector: _Collector, path: str, value: Any) -> tuple[str, ...]:
+    items = _as_list(value)
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or "\n" in item:
+            collector.add(f"{path}[{index}]", f"{item!r} is not a one-line string", "write each entry as a single-line string")
+    return tuple(item for item in items if isinstance(item, str) and "\n" not in item)
+
+
+def _unknown_fields(collector: _Collector, path: str, raw: Mapping[str, Any], known: Collection[str]) -> None:
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"known fields: {', '.join(sorted(known))}"
+            collector.add(f"{path}.{key}", "unknown field", hint)
+
+
+def load_mesh(
+    raw: Any,
+    *,
+    path: str = "mesh",
+    extra_peer_fields: Iterable[str] = (),
+    pending_endpoints: Iterable[str] = (),
+    pinned_addresses: Mapping[str, Iterable[str]] | None = None,
+) -> Mesh:
+    """Validate a raw description and build the :class:`Mesh`, or raise :class:`MeshConfigError` with every issue.
+
+    ``extra_peer_fields`` are peer fields another layer owns (the Pulumi program's ``kind``, ``region``, ...): they
+    are allowed here and ignored. ``pending_endpoints`` names peers whose endpoint is created later (an AWS peer's
+    Elastic IP). ``pinned_addresses`` are addresses allocated earlier and kept in state, which allocation keeps.
+    """
+    collector = _Collector()
+    if not isinstance(raw, Mapping):
+        raise MeshConfigError([ConfigIssue(path, f"expected a mapping, got {type(raw).__name__}", "see examples/mesh.yaml")])
+    _unknown_fields(collector, path, raw, MESH_FIELDS)
+
+    networks = _networks(collector, path, raw.get("network"))
+    interface = raw.get("interface", DEFAULT_INTERFACE)
+    if not isinstance(interface, str) or not INTERFACE_NAME.match(interface):
+        collector.add(
+            f"{path}.interface", f"{interface!r} is not a usable interface name", "use 1-15 of letters, digits and _=+.- such as 'wg0'"
+        )
+    keepalive = collector.check(
+        f"{path}.keepalive", _parse_int(0, 65535, "a keepalive interval in seconds"), raw.get("keepalive", DEFAULT_KEEPALIVE), "use e.g. 25"
+    )
+    default_port = collector.check(
+        f"{path}.listen_port", parse_port, raw.get("listen_port", DEFAULT_LISTEN_PORT), "use a UDP port such as 51820"
+    )
+    defaults = {
+        "listen_port": default_port or DEFAULT_LISTEN_PORT,
+        "mtu": raw.get("mtu"),
+        "egress_interface": raw.get("egress_interface", DEFAULT_EGRESS_INTERFACE),
+        "nat": raw.get("nat", True),
+    }
+
+    raw_peers = raw.get("peers")
+    if not isinstance(raw_peers, list) or len(raw_peers) < 2:
+        collector.add(
+            f"{path}.peers", f"expected a list of at least two peers, got {raw_peers!r:.60}", "list every mesh member under 'peers'"
+        )
+        raw_peers = raw_peers if isinstance(raw_peers, list) else []
+    pending = set(pending_endpoints)
+    known_fields = PEER_FIELDS | frozenset(extra_peer_fields)
+    drafts = [
+        _peer_draft(collector, f"{path}.peers[{index}]", item, defaults, known_fields, pending) for index, item in enumerate(raw_peers)
+    ]
+    drafts = [draft for draft in drafts if draft is not None]
+
+    _check_unique_names(collector, drafts)
+    _check_keys(collector, drafts)
+    _check_subnets(collector, path, networks, drafts)
+    explicit = _check_addresses(collector, path, networks, drafts)
+    _check_reachability(collector, drafts)
+
+    if collector.issues:
+        raise MeshConfigError(collector.issues)
+
+    pinned = {name: [ip_interface(text) for text in texts] for name, texts in (pinned_addresses or {}).items()}
+    try:
+        allocation = allocate(networks, [d["name"] for d in drafts], explicit, pinned)
+    except AllocationError as exc:
+        raise MeshConfigError([ConfigIssue(f"{path}.network", str(exc), "use a larger tunnel network (a shorter prefix)")]) from None
+    peers = tuple(
+        Peer(**{key: value for key, value in draft.items() if not key.startswith("_")}, addresses=allocation.addresses[draft["name"]])
+        for draft in drafts
+    )
+    return Mesh(
+        networks=tuple(networks),
+        peers=peers,
+        interface=interface,
+        default_keepalive=keepalive if keepalive is not None else DEFAULT_KEEPALIVE,
+    )
+
+
+def _networks(collector: _Collector, path: str, value: Any) -> list[IPNetwork]:
+    items = _as_list(value)
+    if not items:
+        collector.add(f"{path}.network", "missing", "set the tunnel network, e.g. 'network: 10.255.0.0/24'")
+        return []
+    networks: list[IPNetwork] = []
+    for index, item in enumerate(items):
+        where = f"{path}.network" if not isinstance(value, list) else f"{path}.network[{index}]"
+        network = collector.check(where, _parse_network, item, "write a CIDR such as 10.255.0.0/24 or fd00:255::/64")
+        if network is None:
+            continue
+        if usable_hosts(network) < 2:
+            collector.add(where, f"{network} has room for fewer than two peers", "use a larger tunnel network such as a /24")
+        elif any(other.version == network.version for other in networks):
+            collector.add(where, f"a second IPv{network.version} tunnel network", "give at most one IPv4 and one IPv6 tunnel network")
+        else:
+            networks.append(network)
+    return networks
+
+
+def _peer_draft(
+    collector: _Collector,
+    path: str,
+    raw: Any,
+    defaults: Mapping[str, Any],
+    known_fields: Collection[str],
+    pending: set[str],
+) -> dict[str, Any] | None:
+    """The fields of one peer, parsed; private entries (``_path``, ``_subnets``) carry paths for the cross-checks."""
+    if not isinstance(raw, Mapping):
+        collector.add(path, f"expected a mapping with at least 'name', got {raw!r:.60}", "write each peer as a mapping")
+        return None
+    _unknown_fields(collector, path, raw, known_fields)
+    name = raw.get("name")
+    if not isinstance(name, str) or not PEER_NAME.match(name):
+        collector.add(
+            f"{path}.name",
+            f"{name!r} is not a usable peer name",
+            "use 1-32 lowercase letters, digits and inner '-' (it becomes a file, resource and host name)",
+        )
+        name = None
+    endpoint = None
+    if raw.get("endpoint") is not None:
+        endpoint = collector.check(
+            f"{path}.endpoint",
+            parse_endpoint,
+            raw["endpoint"],
+            "write it as 'host:port', e.g. '203.0.113.7:51820' or '[2001:db8::7]:51820'",
+        )
+    subnets = [
+        _Located(
+            f"{path}.subnets[{index}]",
+            collector.check(f"{path}.subnets[{index}]", _parse_network, item, "write a CIDR such as 192.168.10.0/24"),
+        )
+        for index, item in enumerate(_as_list(raw.get("subnets")))
+    ]
+    subnets = [item for item in subnets if item.value is not None]
+    addresses = [
+        _Located(
+            f"{path}.address",
+            collector.check(f"{path}.address", _parse_address, item, "write an address inside the tunnel network, such as 10.255.0.1"),
+        )
+        for item in _as_list(raw.get("address"))
+    ]
+    mtu = raw.get("mtu", defaults["mtu"])
+    keepalive = raw.get("keepalive")
+    table = raw.get("table")
+    if table is not None and (not isinstance(table, str | int) or isinstance(table, bool) or not str(table).strip() or "\n" in str(table)):
+        collector.add(f"{path}.table", f"{table!r} is not a routing table", "use 'off', 'auto' or a table number/name")
+        table = None
+    egress = raw.get("egress_interface", defaults["egress_interface"])
+    if not isinstance(egress, str) or not INTERFACE_NAME.match(egress):
+        collector.add(
+            f"{path}.egress_interface", f"{egress!r} is not an interface name", "name the host's uplink, e.g. 'ens5' on EC2 or 'eth0'"
+        )
+        egress = DEFAULT_EGRESS_INTERFACE
+    draft: dict[str, Any] = {
+        "name": name,
+        "endpoint": endpoint,
+        "endpoint_pending": name in pending and endpoint is None,
+        "listen_port": collector.check(
+            f"{path}.listen_port", parse_port, raw.get("listen_port", defaults["listen_port"]), "use a UDP port such as 51820"
+        )
+        or DEFAULT_LISTEN_PORT,
+        "subnets": tuple(item.value for item in subnets),
+        "keepalive": None
+        if keepalive is None
+        else collector.check(
+            f"{path}.keepalive",
+            _parse_int(0, 65535, "a keepalive interval in seconds"),
+            keepalive,
+            "use e.g. 25, or 0 to turn keepalives off",
+        ),
+        "mtu": None
+        if mtu is None
+        else collector.check(
+            f"{path}.mtu", _parse_int(MIN_MTU, MAX_MTU, "an MTU"), mtu, "use e.g. 1420, or leave it out for wg-quick's default"
+        ),
+        "egress_interface": egress,
+        "nat": bool(collector.check(f"{path}.nat", _parse_bool, raw.get("nat", defaults["nat"]), "use true or false")),
+        "post_up": _string_list(collector, f"{path}.post_up", raw.get("post_up")),
+        "post_down": _string_list(collector, f"{path}.post_down", raw.get("post_down")),
+        "dns": _string_list(collector, f"{path}.dns", raw.get("dns")),
+        "table": None if table is None else str(table),
+        "public_key": None,
+        "private_key": None,
+        "_path": path,
+        "_subnets": subnets,
+        "_addresses": [item for item in addresses if item.value is not None],
+        "_endpoint_given": raw.get("endpoint") is not None,
+        "_raw_keys": {field: raw.get(field) for field in ("public_key", "private_key") if raw.get(field) is not None},
+    }
+    return draft
+
+
+def _check_unique_names(collector: _Collector, drafts: list[dict[str, Any]]) -> None:
+    seen: dict[str, str] = {}
+    for draft in drafts:
+        name = draft["name"]
+        if name is None:
+            continue
+        if name in seen:
+            collector.add(f"{draft['_path']}.name", f"duplicate peer name {name!r} (also at {seen[name]})", "give every peer a unique name")
+        else:
+            seen[name] = draft["_path"]
+    drafts[:] = [draft for draft in drafts if draft["name"] is not None]
+
+
+def _check_keys(collector: _Collector, drafts: list[dict[str, Any]]) -> None:
+    """Keys given in the description must be real keys, and a given public key must match a given private key."""
+    owners: dict[str, str] = {}
+    for draft in drafts:
+        path = draft["_path"]
+        raw_keys = draft["_raw_keys"]
+        for field in ("private_key", "public_key"):
+            if field in raw_keys:
+                draft[field] = collector.check(
+                    f"{path}.{field}", _parse_key, raw_keys[field], "paste the output of `wg genkey` (private) or `wg pubkey` (public)"
+                )
+        if draft["private_key"] and draft["public_key"] and public_key(draft["private_key"]) != draft["public_key"]:
+            collector.add(
+                f"{path}.public_key", "does not belong to the given private_key", "remove public_key (it is derived) or fix the pair"
+            )
+        mine = draft["public_key"] or (public_key(draft["private_key"]) if draft["private_key"] else None)
+        if mine is not None:
+            if mine in owners:
+                collector.add(f"{path}.public_key", f"the same key as {owners[mine]}", "every peer needs its own key pair")
+            owners[mine] = path
+
+
+def _check_subnets(collector: _Collector, path: str, networks: list[IPNetwork], drafts: list[dict[str, Any]]) -> None:
+    """No routed subnet may overlap another (AllowedIPs would be ambiguous) or a tunnel network."""
+    located: list[tuple[str, _Located]] = [(draft["name"], item) for draft in drafts for item in draft["_subnets"]]
+    for index, (owner, item) in enumerate(located):
+        for network in networks:
+            if item.value.version == network.version and item.value.overlaps(network):
+                collector.add(
+                    item.path,
+                    f"{item.value} overlaps the tunnel network {network}",
+                    "pick a tunnel network outside every routed subnet, or fix this subnet",
+                )
+        for other_owner, other in located[:index]:
+            if item.value.version == other.value.version and item.value.overlaps(other.value):
+                whose = "the same peer" if owner == other_owner else f"peer {other_owner!r}"
+                collector.add(
+                    item.path,
+                    f"{item.value} overlaps {other.value} of {whose} ({other.path})",
+                    "routed subnets must be disjoint: renumber one of them",
+                )
+
+
+def _check_addresses(
+    collector: _Collector, path: str, networks: list[IPNetwork], drafts: list[dict[str, Any]]
+) -> dict[str, list[IPInterface]]:
+    explicit: dict[str, list[IPInterface]] = {}
+    seen: dict[Any, str] = {}
+    for draft in drafts:
+        families: set[int] = set()
+        for item in draft["_addresses"]:
+            address: IPInterface = item.value
+            network = next((n for n in networks if n.version == address.version), None)
+            if network is None:
+                collector.add(
+                    item.path,
+                    f"{address.ip} is IPv{address.version} but the mesh has no IPv{address.version} tunnel network",
+                    "add one to 'network' or drop this address",
+                )
+                continue
+            if address.ip not in network:
+                collector.add(
+                    item.path,
+                    f"{address.ip} is outside the tunnel network {network}",
+                    f"pick an address inside {network}, or leave it out to have one allocated",
+                )
+                continue
+            if network.version == 4 and address.ip in (network.network_address, network.broadcast_address):
+                collector.add(item.path, f"{address.ip} is the network or broadcast address of {network}", "pick a host address")
+                continue
+            if network.version == 6 and address.ip == network.network_address:
+                collector.add(item.path, f"{address.ip} is the subnet-router anycast address of {network}", "pick a host address")
+                continue
+            if address.version in families:
+                collector.add(item.path, f"a second IPv{address.version} tunnel address", "give one address per tunnel network")
+                continue
+            families.add(address.version)
+            if address.ip in seen:
+                collector.add(
+                    item.path, f"{address.ip} is already the tunnel address of {seen[address.ip]}", "give every peer its own tunnel address"
+                )
+                continue
+            seen[address.ip] = draft["_path"]
+            explicit.setdefault(draft["name"], []).append(address)
+    return explicit
+
+
+def _check_reachability(collector: _Collector, drafts: list[dict[str, Any]]) -> None:
+    """In a full mesh without relays, every pair needs at least one side other peers can reach."""
+    unreachable = [draft for draft in drafts if not draft["_endpoint_given"] and not draft["endpoint_pending"]]
+    for index, draft in enumerate(unreachable):
+        for other in unreachable[:index]:
+            collector.add(
+                f"{draft['_path']}.endpoint",
+                f"peers {other['name']!r} and {draft['name']!r} both have no endpoint, so neither can reach the other",
+                "give one of them a public 'endpoint' (host:port)",
+            )
