@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mesh.keys import derive_preshared_key, public_key
 from mesh.model import Mesh, Peer
@@ -22,11 +22,14 @@ MARK = "wgmesh"
 class MeshKeys:
     """The secrets a mesh needs: every peer's private key and the one secret preshared keys derive from.
 
-    ``mesh_secret`` may be ``None`` to render without preshared keys (WireGuard's default).
+    ``mesh_secret`` may be ``None`` to render without preshared keys (WireGuard's default). ``public_keys`` names
+    peers keyed elsewhere (their owner ran ``wg genkey``): the others' configs can list them, their own config
+    cannot be rendered, and pairs with them get no derived preshared key, since their owner could not derive it.
     """
 
     private_keys: Mapping[str, str]
     mesh_secret: bytes | None = None
+    public_keys: Mapping[str, str] = field(default_factory=dict)
 
     def private_key(self, name: str) -> str:
         try:
@@ -35,10 +38,12 @@ class MeshKeys:
             raise KeyError(f"no private key for peer {name!r}") from None
 
     def public_key(self, name: str) -> str:
+        if name not in self.private_keys and name in self.public_keys:
+            return self.public_keys[name]
         return public_key(self.private_key(name))
 
     def preshared_key(self, a: str, b: str) -> str | None:
-        if self.mesh_secret is None:
+        if self.mesh_secret is None or a not in self.private_keys or b not in self.private_keys:
             return None
         return derive_preshared_key(self.mesh_secret, self.public_key(a), self.public_key(b))
 

@@ -61,7 +61,9 @@ PEER_FIELDS = frozenset(
         "private_key",
     }
 )
-PEER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+# A peer name becomes ``<name>.conf``, which ``wg-quick up ./<name>.conf`` turns into an interface name: so it must
+# also be a valid Linux interface name (at most 15 characters).
+PEER_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
 INTERFACE_NAME = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}$")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
 MIN_MTU, MAX_MTU = 1280, 9000
@@ -166,6 +168,17 @@ def _parse_address(value: Any) -> IPInterface:
         raise ValueError(f"{value!r} is not an IP address") from None
 
 
+def _parse_dns(value: Any) -> str:
+    """A ``DNS =`` entry: a resolver's IP address or a search domain."""
+    if isinstance(value, str):
+        try:
+            return str(ip_address(value))
+        except ValueError:
+            if HOSTNAME.match(value):
+                return value
+    raise ValueError(f"{value!r} is neither a resolver IP address nor a search domain")
+
+
 def _parse_key(value: Any) -> str:
     decode_key(value)
     return value.strip()
@@ -180,12 +193,21 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
+def _is_config_value(item: Any) -> bool:
+    """Whether ``item`` survives a trip through a wg-quick file: one line, no '#' (wg-quick cuts comments there)."""
+    return isinstance(item, str) and bool(item.strip()) and not any(char in item for char in "\n\r#")
+
+
 def _string_list(collector: _Collector, path: str, value: Any) -> tuple[str, ...]:
     items = _as_list(value)
     for index, item in enumerate(items):
-        if not isinstance(item, str) or "\n" in item:
-            collector.add(f"{path}[{index}]", f"{item!r} is not a one-line string", "write each entry as a single-line string")
-    return tuple(item for item in items if isinstance(item, str) and "\n" not in item)
+        if not _is_config_value(item):
+            collector.add(
+                f"{path}[{index}]",
+                f"{item!r} is not a non-empty one-line string without '#'",
+                "write each entry as a single line; wg-quick drops everything after a '#'",
+            )
+    return tuple(item.strip() for item in items if _is_config_value(item))
 
 
 def _unknown_fields(collector: _Collector, path: str, raw: Mapping[str, Any], known: Collection[str]) -> None:
@@ -227,12 +249,8 @@ def load_mesh(
     default_port = collector.check(
         f"{path}.listen_port", parse_port, raw.get("listen_port", DEFAULT_LISTEN_PORT), "use a UDP port such as 51820"
     )
-    defaults = {
-        "listen_port": default_port or DEFAULT_LISTEN_PORT,
-        "mtu": raw.get("mtu"),
-        "egress_interface": raw.get("egress_interface", DEFAULT_EGRESS_INTERFACE),
-        "nat": raw.get("nat", True),
-    }
+    defaults = _peer_defaults(collector, path, raw)
+    defaults["listen_port"] = default_port or DEFAULT_LISTEN_PORT
 
     raw_peers = raw.get("peers")
     if not isinstance(raw_peers, list) or len(raw_peers) < 2:
@@ -252,6 +270,7 @@ def load_mesh(
     _check_subnets(collector, path, networks, drafts)
     explicit = _check_addresses(collector, path, networks, drafts)
     _check_reachability(collector, drafts)
+    _check_endpoint_routes(collector, drafts)
 
     if collector.issues:
         raise MeshConfigError(collector.issues)
@@ -271,6 +290,21 @@ def load_mesh(
         interface=interface,
         default_keepalive=keepalive if keepalive is not None else DEFAULT_KEEPALIVE,
     )
+
+
+def _peer_defaults(collector: _Collector, path: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Mesh-wide defaults for peer fields, checked here so that a bad default is reported once, at its own path."""
+    mtu = raw.get("mtu")
+    if mtu is not None:
+        mtu = collector.check(
+            f"{path}.mtu", _parse_int(MIN_MTU, MAX_MTU, "an MTU"), mtu, "use e.g. 1420, or leave it out for wg-quick's default"
+        )
+    egress = raw.get("egress_interface", DEFAULT_EGRESS_INTERFACE)
+    if not isinstance(egress, str) or not INTERFACE_NAME.match(egress):
+        collector.add(f"{path}.egress_interface", f"{egress!r} is not an interface name", "name the hosts' uplink, e.g. 'ens5' or 'eth0'")
+        egress = DEFAULT_EGRESS_INTERFACE
+    nat = collector.check(f"{path}.nat", _parse_bool, raw.get("nat", True), "use true or false")
+    return {"mtu": mtu, "egress_interface": egress, "nat": True if nat is None else nat}
 
 
 def _networks(collector: _Collector, path: str, value: Any) -> list[IPNetwork]:
@@ -330,17 +364,22 @@ def _peer_draft(
         for index, item in enumerate(_as_list(raw.get("subnets")))
     ]
     subnets = [item for item in subnets if item.value is not None]
+    address_paths = (
+        [f"{path}.address[{index}]" for index in range(len(raw["address"]))]
+        if isinstance(raw.get("address"), list)
+        else [f"{path}.address"]
+    )
     addresses = [
         _Located(
-            f"{path}.address",
-            collector.check(f"{path}.address", _parse_address, item, "write an address inside the tunnel network, such as 10.255.0.1"),
+            where,
+            collector.check(where, _parse_address, item, "write an address inside the tunnel network, such as 10.255.0.1"),
         )
-        for item in _as_list(raw.get("address"))
+        for where, item in zip(address_paths, _as_list(raw.get("address")), strict=False)
     ]
     mtu = raw.get("mtu", defaults["mtu"])
     keepalive = raw.get("keepalive")
     table = raw.get("table")
-    if table is not None and (not isinstance(table, str | int) or isinstance(table, bool) or not str(table).strip() or "\n" in str(table)):
+    if table is not None and (not isinstance(table, str | int) or isinstance(table, bool) or not _is_config_value(str(table))):
         collector.add(f"{path}.table", f"{table!r} is not a routing table", "use 'off', 'auto' or a table number/name")
         table = None
     egress = raw.get("egress_interface", defaults["egress_interface"])
@@ -348,13 +387,17 @@ def _peer_draft(
         collector.add(
             f"{path}.egress_interface", f"{egress!r} is not an interface name", "name the host's uplink, e.g. 'ens5' on EC2 or 'eth0'"
         )
-        egress = DEFAULT_EGRESS_INTERFACE
+        egress = defaults["egress_interface"]
     draft: dict[str, Any] = {
         "name": name,
         "endpoint": endpoint,
         "endpoint_pending": name in pending and endpoint is None,
+        # Without an explicit listen_port a peer listens on its endpoint's port: the port the others dial.
         "listen_port": collector.check(
-            f"{path}.listen_port", parse_port, raw.get("listen_port", defaults["listen_port"]), "use a UDP port such as 51820"
+            f"{path}.listen_port",
+            parse_port,
+            raw.get("listen_port", endpoint.port if endpoint is not None else defaults["listen_port"]),
+            "use a UDP port such as 51820",
         )
         or DEFAULT_LISTEN_PORT,
         "subnets": tuple(item.value for item in subnets),
@@ -375,7 +418,11 @@ def _peer_draft(
         "nat": bool(collector.check(f"{path}.nat", _parse_bool, raw.get("nat", defaults["nat"]), "use true or false")),
         "post_up": _string_list(collector, f"{path}.post_up", raw.get("post_up")),
         "post_down": _string_list(collector, f"{path}.post_down", raw.get("post_down")),
-        "dns": _string_list(collector, f"{path}.dns", raw.get("dns")),
+        "dns": tuple(
+            value
+            for index, item in enumerate(_as_list(raw.get("dns")))
+            if (value := collector.check(f"{path}.dns[{index}]", _parse_dns, item, "use e.g. 10.0.0.2 or a search domain")) is not None
+        ),
         "table": None if table is None else str(table),
         "public_key": None,
         "private_key": None,
@@ -491,10 +538,31 @@ def _check_addresses(
 def _check_reachability(collector: _Collector, drafts: list[dict[str, Any]]) -> None:
     """In a full mesh without relays, every pair needs at least one side other peers can reach."""
     unreachable = [draft for draft in drafts if not draft["_endpoint_given"] and not draft["endpoint_pending"]]
-    for index, draft in enumerate(unreachable):
-        for other in unreachable[:index]:
-            collector.add(
-                f"{draft['_path']}.endpoint",
-                f"peers {other['name']!r} and {draft['name']!r} both have no endpoint, so neither can reach the other",
-                "give one of them a public 'endpoint' (host:port)",
-            )
+    # One issue per peer after the first (not one per pair), so ten NAT peers give nine lines, not forty-five.
+    for index, draft in enumerate(unreachable[1:], start=1):
+        others = ", ".join(repr(other["name"]) for other in unreachable[:index])
+        collector.add(
+            f"{draft['_path']}.endpoint",
+            f"peer {draft['name']!r} has no endpoint and neither has {others}, so these peers can never reach each other",
+            "give all but one of the peers behind NAT a public 'endpoint' (host:port)",
+        )
+
+
+def _check_endpoint_routes(collector: _Collector, drafts: list[dict[str, Any]]) -> None:
+    """An endpoint IP inside a routed subnet would be routed into the tunnel it carries: a loop that never connects."""
+    for draft in drafts:
+        endpoint: Endpoint | None = draft["endpoint"]
+        if endpoint is None:
+            continue
+        try:
+            host = ip_address(endpoint.host)
+        except ValueError:
+            continue  # a DNS name: resolved only on the hosts
+        for other in drafts:
+            for item in other["_subnets"]:
+                if host.version == item.value.version and host in item.value:
+                    collector.add(
+                        f"{draft['_path']}.endpoint",
+                        f"{host} lies inside {item.value} ({item.path}), which the mesh routes through the tunnel itself",
+                        "use the peer's public address as endpoint, or remove that subnet",
+                    )

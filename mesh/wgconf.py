@@ -6,11 +6,14 @@ Rendering goes mesh -> :class:`WgConfig` -> text, so the text layout lives in ex
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 Entry = tuple[str, str]
 
 NAME_COMMENT = "# Name = "
+# wgmesh writes ``# Name = x``; wg-meshconf writes ``# Name: x``. Both name the peer when read back.
+NAME_COMMENT_RE = re.compile(r"^#\s*Name\s*[=:]\s*(\S.*?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,27 @@ class ConfigSyntaxError(ValueError):
     """A wg-quick file wgmesh cannot read, with the 1-based line number."""
 
 
+def _check_entries(entries: tuple[Entry, ...]) -> None:
+    """Refuse what a wg-quick file cannot carry: wg and wg-quick cut a line at '#', and an entry is one line."""
+    for key, value in entries:
+        for text in (key, value):
+            if any(char in text for char in "\n\r#") or text != text.strip():
+                raise ValueError(f"{key} = {value!r} cannot be written to a wg-quick file (one line, no '#', no edge spaces)")
+        if not key or "=" in key:
+            raise ValueError(f"{key!r} is not a wg-quick key")
+
+
 def format_config(config: WgConfig, header: str | None = None) -> str:
-    """The text of a config. Same input, same bytes: no timestamps, no dict ordering, ``\\n`` line ends."""
+    """The text of a config. Same input, same bytes: no timestamps, no dict ordering, ``\\n`` line ends.
+
+    ``ValueError`` for a value that would not read back the same (a '#', a newline): validation keeps those out
+    of a mesh, so this only guards callers that build a :class:`WgConfig` by hand.
+    """
+    _check_entries(config.interface)
+    for section in config.peers:
+        _check_entries(section.entries)
+        if section.name is not None and (not section.name.strip() or "\n" in section.name or section.name != section.name.strip()):
+            raise ValueError(f"peer name {section.name!r} cannot be written as a '# Name' comment")
     lines: list[str] = []
     if header:
         lines += [f"# {line}".rstrip() for line in header.splitlines()]
@@ -74,8 +96,9 @@ def format_config(config: WgConfig, header: str | None = None) -> str:
 def parse_config(text: str) -> WgConfig:
     """Read a wg-quick file back into a :class:`WgConfig`.
 
-    Comments are ignored except a ``# Name = x`` line inside a ``[Peer]`` block, which names the peer (the
-    convention wg-meshconf and wgmesh share). Keys keep their order and repeated keys (``PostUp``) are kept.
+    Comments are ignored, like ``wg`` and ``wg-quick`` do (from ``#`` to the end of the line), except a
+    ``# Name = x`` line (wgmesh's form) or ``# Name: x`` line (wg-meshconf's form) inside a ``[Peer]`` block,
+    which names the peer. Keys keep their order and repeated keys (``PostUp``) are kept.
     """
     interface: list[Entry] | None = None
     peers: list[WgPeerSection] = []
@@ -89,11 +112,13 @@ def parse_config(text: str) -> WgConfig:
 
     for number, raw_line in enumerate(text.splitlines(), start=1):
         line = raw_line.strip()
-        if not line:
-            continue
         if line.startswith("#"):
-            if section == "Peer" and line.startswith(NAME_COMMENT.strip()) and "=" in line:
-                current_name = line.split("=", 1)[1].strip()
+            match = NAME_COMMENT_RE.match(line)
+            if section == "Peer" and match:
+                current_name = match.group(1)
+            continue
+        line = line.partition("#")[0].strip()
+        if not line:
             continue
         if line.startswith("[") and line.endswith("]"):
             close_peer()
