@@ -1,0 +1,97 @@
+"""Shared fixtures and helpers for wgmesh's tests.
+
+Kept small and generic: a reference three-peer description, deterministic keys, and the guards interop/lab tests
+use to skip with a clear reason when root, ``ip netns`` or the WireGuard tools are missing. Feature-specific
+fixtures belong in their own test modules.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesh.keys import private_key_from_seed
+from mesh.render import MeshKeys
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "mesh.yaml"
+
+# The example mesh (examples/mesh.yaml) as a raw description, for tests that do not read YAML.
+THREE_PEERS: dict[str, Any] = {
+    "network": "10.255.0.0/24",
+    "peers": [
+        {
+            "name": "zhy",
+            "address": "10.255.0.1",
+            "endpoint": "203.0.113.10:51820",
+            "subnets": ["192.168.10.0/24"],
+            "egress_interface": "ens5",
+        },
+        {
+            "name": "bjs",
+            "address": "10.255.0.2",
+            "endpoint": "203.0.113.20:51820",
+            "subnets": ["192.168.20.0/24"],
+            "egress_interface": "ens5",
+        },
+        {"name": "pub", "address": "10.255.0.3", "endpoint": "198.51.100.30:51820", "subnets": ["192.168.30.0/24", "10.7.1.0/24"]},
+    ],
+}
+
+
+@pytest.fixture
+def three_peers() -> dict[str, Any]:
+    """A fresh deep copy of :data:`THREE_PEERS`, free to mutate."""
+    return copy.deepcopy(THREE_PEERS)
+
+
+def seeded_private_key(name: str, salt: str = "") -> str:
+    """A deterministic private key per name: tests stay reproducible without storing keys."""
+    return private_key_from_seed(hashlib.sha256(f"wgmesh-test:{salt}:{name}".encode()).digest())
+
+
+def seeded_keys(names: list[str] | tuple[str, ...], salt: str = "", *, psk: bool = True) -> MeshKeys:
+    """Deterministic :class:`MeshKeys` for the given peer names."""
+    secret = hashlib.sha256(f"wgmesh-test-secret:{salt}".encode()).digest() if psk else None
+    return MeshKeys({name: seeded_private_key(name, salt) for name in names}, secret)
+
+
+def require_tools(*tools: str) -> None:
+    """Skip the calling test, naming what is missing, unless every tool is on PATH."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (Debian: apt-get install wireguard-tools wireguard-go iptables iproute2)")
+
+
+def require_root_netns() -> None:
+    """Skip unless we are root and may create network namespaces."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    require_tools("ip")
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    if probe.returncode != 0:
+        pytest.skip(f"`ip netns` does not work here: {probe.stderr.strip()}")
+
+
+@pytest.fixture
+def netns(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A throwaway network namespace (unique name ``wgmesh-t-<pid>-<n>``), deleted afterwards even on failure."""
+    require_root_netns()
+    name = f"wgmesh-t-{os.getpid()}-{abs(hash(request.node.nodeid)) % 100000}"
+    subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10)
+    created = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=10)
+    if created.returncode != 0:
+        pytest.skip(f"cannot create a network namespace: {created.stderr.strip()}")
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=10)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10)
