@@ -8,6 +8,7 @@ Instances are produced by :func:`mesh.validation.load_mesh`, which guarantees th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 
 IPNetwork = IPv4Network | IPv6Network
@@ -63,9 +64,12 @@ class Peer:
         """Whether other peers can start a handshake towards this peer (it has, or will have, an endpoint)."""
         return self.endpoint is not None or self.endpoint_pending
 
-    @property
+    @cached_property
     def allowed_ips(self) -> tuple[IPNetwork, ...]:
-        """What other peers route to this peer: its tunnel addresses as host routes, then its subnets."""
+        """What other peers route to this peer: its tunnel addresses as host routes, then its subnets.
+
+        Cached (every other peer's config asks for it); fine on a frozen instance since it derives from fields only.
+        """
         hosts = tuple(address.network.__class__(f"{address.ip}/{address.max_prefixlen}") for address in self.addresses)
         return hosts + self.subnets
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-from mesh.keys import derive_preshared_key, public_key
-from mesh.model import Mesh, Peer
+from mesh.keys import PresharedKeyDeriver, public_key
+from mesh.model import IPNetwork, Mesh, Peer
 from mesh.wgconf import Entry, WgConfig, WgPeerSection, format_config
 
 MARK = "wgmesh"
@@ -30,6 +31,9 @@ class MeshKeys:
     private_keys: Mapping[str, str]
     mesh_secret: bytes | None = None
     public_keys: Mapping[str, str] = field(default_factory=dict)
+    # Each pair's key is asked for by both of its peers' configs: derive it once (not part of equality or repr).
+    _psk_cache: dict[tuple[str, str], str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _deriver: list[PresharedKeyDeriver] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def private_key(self, name: str) -> str:
         try:
@@ -45,9 +49,21 @@ class MeshKeys:
     def preshared_key(self, a: str, b: str) -> str | None:
         if self.mesh_secret is None or a not in self.private_keys or b not in self.private_keys:
             return None
-        return derive_preshared_key(self.mesh_secret, self.public_key(a), self.public_key(b))
+        return self._pair_key(self.public_key(a), self.public_key(b))
+
+    def _pair_key(self, public_a: str, public_b: str) -> str:
+        """The preshared key of two peers whose private keys we hold, by their public keys; derived once per pair."""
+        assert self.mesh_secret is not None
+        pair = (public_a, public_b) if public_a < public_b else (public_b, public_a)
+        cached = self._psk_cache.get(pair)
+        if cached is None:
+            if not self._deriver:
+                self._deriver.append(PresharedKeyDeriver(self.mesh_secret))
+            cached = self._psk_cache[pair] = self._deriver[0](*pair)
+        return cached
 
 
+@lru_cache(maxsize=65536)
 def _iptables(binary: str, table: str, chain: str, match: str) -> tuple[str, str]:
     """An idempotent (PostUp, PostDown) pair for one rule: check (-C) before append (-A); delete tolerates absence."""
     where = f"-t {table} " if table != "filter" else ""
@@ -73,8 +89,8 @@ def forwarding_rules(mesh: Mesh, local: Peer) -> tuple[list[str], list[str]]:
         up.append(f"sysctl -q -w net.ipv{family}.{'ip_forward' if family == 4 else 'conf.all.forwarding'}=1")
         rules = [("filter", "FORWARD", "-i %i -j ACCEPT"), ("filter", "FORWARD", "-o %i -j ACCEPT")]
         if local.nat:
-            sources = [str(network) for network in mesh.networks if network.version == family]
-            sources += [str(subnet) for peer in mesh.others(local.name) for subnet in peer.subnets if subnet.version == family]
+            sources = [_text(network) for network in mesh.networks if network.version == family]
+            sources += [_text(subnet) for peer in mesh.others(local.name) for subnet in peer.subnets if subnet.version == family]
             rules += [("nat", "POSTROUTING", f"-s {source} -o {local.egress_interface} -j MASQUERADE") for source in sources]
         for table, chain, match in rules:
             add, remove = _iptables(binary, table, chain, match)
@@ -83,8 +99,19 @@ def forwarding_rules(mesh: Mesh, local: Peer) -> tuple[list[str], list[str]]:
     return up, down
 
 
+@lru_cache(maxsize=65536)
+def _text(network: IPNetwork) -> str:
+    """``str(network)``, memoized: an N-peer mesh prints each subnet about 3N times (AllowedIPs and NAT rules)."""
+    return str(network)
+
+
 def build_peer_config(mesh: Mesh, name: str, keys: MeshKeys) -> WgConfig:
     """The structured wg-quick config of peer ``name``: its interface and one ``[Peer]`` per other member."""
+    return _build_peer_config(mesh, name, keys, {})
+
+
+def _build_peer_config(mesh: Mesh, name: str, keys: MeshKeys, texts: dict[str, tuple[str, str, str | None, bool]]) -> WgConfig:
+    """:func:`build_peer_config`, sharing each remote's AllowedIPs and Endpoint text across the configs of one mesh."""
     local = mesh.peer(name)
     interface: list[Entry] = [("Address", ", ".join(str(address) for address in local.addresses))]
     interface.append(("PrivateKey", keys.private_key(name)))
@@ -100,14 +127,20 @@ def build_peer_config(mesh: Mesh, name: str, keys: MeshKeys) -> WgConfig:
     interface += [("PostDown", command) for command in (*down, *local.post_down)]
 
     sections: list[WgPeerSection] = []
+    local_public = keys.public_key(name)
+    with_psk = keys.mesh_secret is not None and name in keys.private_keys
     for remote in mesh.others(name):
-        entries: list[Entry] = [("PublicKey", keys.public_key(remote.name))]
-        psk = keys.preshared_key(name, remote.name)
-        if psk is not None:
-            entries.append(("PresharedKey", psk))
-        entries.append(("AllowedIPs", ", ".join(str(network) for network in remote.allowed_ips)))
-        if remote.endpoint is not None:
-            entries.append(("Endpoint", str(remote.endpoint)))
+        remote_texts = texts.get(remote.name)
+        if remote_texts is None:
+            allowed = ", ".join(_text(network) for network in remote.allowed_ips)
+            endpoint = None if remote.endpoint is None else str(remote.endpoint)
+            remote_texts = texts[remote.name] = (keys.public_key(remote.name), allowed, endpoint, remote.name in keys.private_keys)
+        entries: list[Entry] = [("PublicKey", remote_texts[0])]
+        if with_psk and remote_texts[3]:
+            entries.append(("PresharedKey", keys._pair_key(local_public, remote_texts[0])))
+        entries.append(("AllowedIPs", remote_texts[1]))
+        if remote_texts[2] is not None:
+            entries.append(("Endpoint", remote_texts[2]))
         keepalive = mesh.keepalive_between(local, remote)
         if keepalive:
             entries.append(("PersistentKeepalive", str(keepalive)))
@@ -121,12 +154,16 @@ def header_for(mesh: Mesh, name: str) -> str:
 
 def render_peer_config(mesh: Mesh, name: str, keys: MeshKeys) -> str:
     """The wg-quick text of peer ``name``. Byte-identical for the same mesh and keys."""
-    return format_config(build_peer_config(mesh, name, keys), header=header_for(mesh, name))
+    return format_config(build_peer_config(mesh, name, keys), header=header_for(mesh, name), verify=False)
 
 
 def render_all(mesh: Mesh, keys: MeshKeys) -> dict[str, str]:
     """Every peer's config, keyed by peer name, in mesh order."""
-    return {peer.name: render_peer_config(mesh, peer.name, keys) for peer in mesh.peers}
+    texts: dict[str, tuple[str, str, str | None, bool]] = {}
+    return {
+        peer.name: format_config(_build_peer_config(mesh, peer.name, keys, texts), header=header_for(mesh, peer.name), verify=False)
+        for peer in mesh.peers
+    }
 
 
 def config_digest(text: str) -> str:

@@ -58,39 +58,67 @@ class ConfigSyntaxError(ValueError):
     """A wg-quick file wgmesh cannot read, with the 1-based line number."""
 
 
+# What would not read back the same: a '#' (wg and wg-quick cut the line there), a line break, whitespace at an
+# end, and for keys also '=' or nothing at all.
+_UNWRITABLE_KEY = re.compile(r"^$|=|^\s|\s$|[#\n\r]")
+_UNWRITABLE_VALUE = re.compile(r"^\s|\s$|[#\n\r]")
+
+
 def _check_entries(entries: tuple[Entry, ...]) -> None:
-    """Refuse what a wg-quick file cannot carry: wg and wg-quick cut a line at '#', and an entry is one line."""
+    """Refuse what a wg-quick file cannot carry; one regex pass over everything, then a slow pass naming the culprit."""
     for key, value in entries:
-        for text in (key, value):
-            if any(char in text for char in "\n\r#") or text != text.strip():
-                raise ValueError(f"{key} = {value!r} cannot be written to a wg-quick file (one line, no '#', no edge spaces)")
-        if not key or "=" in key:
+        if _UNWRITABLE_KEY.search(key):
             raise ValueError(f"{key!r} is not a wg-quick key")
+        if _UNWRITABLE_VALUE.search(value):
+            raise ValueError(f"{key} = {value!r} cannot be written to a wg-quick file (one line, no '#', no edge spaces)")
 
 
-def format_config(config: WgConfig, header: str | None = None) -> str:
+def format_config(config: WgConfig, header: str | None = None, *, verify: bool = True) -> str:
     """The text of a config. Same input, same bytes: no timestamps, no dict ordering, ``\\n`` line ends.
 
     ``ValueError`` for a value that would not read back the same (a '#', a newline): validation keeps those out
-    of a mesh, so this only guards callers that build a :class:`WgConfig` by hand.
+    of a mesh, so this only guards callers that build a :class:`WgConfig` by hand; the renderer, whose values all
+    come from a validated mesh, passes ``verify=False`` (the property tests check its output reads back the same).
     """
-    _check_entries(config.interface)
+    blocks: list[str] = [f"# {line}".rstrip() for line in header.splitlines()] if header else []
+    interface = "\n".join(map(" = ".join, config.interface))
+    blocks.append(f"[Interface]\n{interface}" if interface else "[Interface]")
+    bodies = [interface]
+    names: list[str] = []
     for section in config.peers:
-        _check_entries(section.entries)
-        if section.name is not None and (not section.name.strip() or "\n" in section.name or section.name != section.name.strip()):
-            raise ValueError(f"peer name {section.name!r} cannot be written as a '# Name' comment")
-    lines: list[str] = []
-    if header:
-        lines += [f"# {line}".rstrip() for line in header.splitlines()]
-    lines.append("[Interface]")
-    lines += [f"{key} = {value}" for key, value in config.interface]
-    for section in config.peers:
-        lines.append("")
-        lines.append("[Peer]")
+        body = "\n".join(map(" = ".join, section.entries))
+        bodies.append(body)
+        head = "\n[Peer]" if section.name is None else f"\n[Peer]\n{NAME_COMMENT}{section.name}"
+        blocks.append(f"{head}\n{body}" if body else head)
         if section.name is not None:
-            lines.append(f"{NAME_COMMENT}{section.name}")
-        lines += [f"{key} = {value}" for key, value in section.entries]
-    return "\n".join(lines) + "\n"
+            names.append(section.name)
+    if not verify:
+        return "\n".join(blocks) + "\n"
+    count = len(config.interface) + sum(len(section.entries) for section in config.peers)
+    keys = {key for key, _ in config.interface} | {key for section in config.peers for key, _ in section.entries}
+    if _suspicious("\n".join(body for body in bodies if body), count) or any(_UNWRITABLE_KEY.search(key) for key in keys) or not all(names):
+        _check_entries(config.interface)
+        for section in config.peers:
+            if section.name is not None and (not section.name or _UNWRITABLE_VALUE.search(section.name)):
+                raise ValueError(f"peer name {section.name!r} cannot be written as a '# Name' comment")
+            _check_entries(section.entries)
+    if names and _suspicious("\n".join(names), len(names)):
+        for name in names:
+            if _UNWRITABLE_VALUE.search(name):
+                raise ValueError(f"peer name {name!r} cannot be written as a '# Name' comment")
+    return "\n".join(blocks) + "\n"
+
+
+def _suspicious(lines: str, count: int) -> bool:
+    """Whether ``count`` newline-joined ``key = value`` lines *might* hold something unwritable.
+
+    Substring scans over one string instead of a regex per value: a stray line break (more lines than
+    entries), '#', a control character, or whitespace at the edge of a key or value.
+    """
+    if not lines.isascii() or lines.count("\n") != max(count - 1, 0):
+        return True  # non-ASCII whitespace could sit at an edge: let the exact check decide
+    markers = ("#", "\r", "\t", "\x0b", "\x0c", " \n", "\n ", "  = ", " =  ")
+    return any(marker in lines for marker in markers) or lines[:1] == " " or lines[-1:] == " "
 
 
 def parse_config(text: str) -> WgConfig:

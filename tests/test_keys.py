@@ -90,3 +90,28 @@ def test_mesh_keys_with_public_only_peers() -> None:
     with pytest.raises(KeyError, match="no private key for peer 'c'"):
         keys.private_key("c")
     assert MeshKeys(private).preshared_key("a", "b") is None
+
+
+def test_fast_deriver_equals_the_hkdf_reference() -> None:
+    from mesh.keys import PresharedKeyDeriver
+
+    secret = generate_mesh_secret()
+    derive = PresharedKeyDeriver(secret)
+    publics = [public_key(generate_private_key()) for _ in range(6)]
+    for a in publics:
+        for b in publics:
+            if a != b:
+                assert derive(a, b) == derive_preshared_key(secret, a, b) == derive(b, a)
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        PresharedKeyDeriver(b"short")
+
+
+def test_mesh_keys_cache_gives_the_same_keys_as_direct_derivation() -> None:
+    private = {name: generate_private_key() for name in "abcd"}
+    keys = MeshKeys(private, generate_mesh_secret())
+    for a in private:
+        for b in private:
+            if a != b:
+                expected = derive_preshared_key(keys.mesh_secret, public_key(private[a]), public_key(private[b]))
+                assert keys.preshared_key(a, b) == expected == keys.preshared_key(b, a)
+    assert MeshKeys(private, keys.mesh_secret) == keys, "the cache is not part of equality"
