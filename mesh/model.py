@@ -18,6 +18,11 @@ DEFAULT_LISTEN_PORT = 51820
 DEFAULT_KEEPALIVE = 25
 DEFAULT_INTERFACE = "wg0"
 DEFAULT_EGRESS_INTERFACE = "eth0"
+# The packet-mark bit that tags traffic forwarded from the WireGuard interface to the egress interface, so that one
+# MASQUERADE rule per family covers every remote peer (see mesh.render.forwarding_rules). Bit 24: outside wg-quick's
+# fwmark 51820 (0xca6c), kube-proxy's 0x4000/0x8000, the CNI portmap plugin's 0x2000, Cilium's 0x0f00, the AWS VPC
+# CNI's 0x80 and Tailscale's 0xff0000 mask.
+DEFAULT_NAT_MARK = 0x1000000
 
 
 @dataclass(frozen=True)
@@ -76,12 +81,17 @@ class Peer:
 
 @dataclass(frozen=True)
 class Mesh:
-    """A validated full mesh: its tunnel networks, interface name and members in the order they were given."""
+    """A validated full mesh: its tunnel networks, interface name and members in the order they were given.
+
+    ``nat_mark`` is a single bit of the packet mark, set on traffic forwarded from the tunnel to a peer's egress
+    interface so that one MASQUERADE rule per family NATs it, whatever the number of peers.
+    """
 
     networks: tuple[IPNetwork, ...]
     peers: tuple[Peer, ...]
     interface: str = DEFAULT_INTERFACE
     default_keepalive: int = DEFAULT_KEEPALIVE
+    nat_mark: int = DEFAULT_NAT_MARK
 
     def peer(self, name: str) -> Peer:
         """The peer called ``name``; ``KeyError`` names the known peers when there is none."""
@@ -89,6 +99,19 @@ class Mesh:
             if peer.name == name:
                 return peer
         raise KeyError(f"no peer named {name!r} in the mesh (peers: {', '.join(self.names)})")
+
+    @cached_property
+    def subnet_owners(self) -> dict[int, frozenset[str]]:
+        """IP version -> names of the peers routing a subnet of that version.
+
+        Cached: every peer's PostUp asks whether some *other* peer routes that family, which would otherwise cost
+        O(N) per file and O(N^2) per mesh. Fine on a frozen instance, since it derives from fields only.
+        """
+        owners: dict[int, set[str]] = {}
+        for peer in self.peers:
+            for subnet in peer.subnets:
+                owners.setdefault(subnet.version, set()).add(peer.name)
+        return {version: frozenset(names) for version, names in owners.items()}
 
     @property
     def names(self) -> tuple[str, ...]:

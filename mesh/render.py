@@ -2,7 +2,8 @@
 
 The rendered file is what ``pulumi up`` installs, what the CLI writes and what the lab runs, so it is built
 only here. PostUp/PostDown turn on forwarding and NAT idempotently: every iptables rule is added only if
-``iptables -C`` does not find it, so ``wg-quick`` restarts never stack duplicate rules.
+``iptables -C`` does not find it, so ``wg-quick`` restarts never stack duplicate rules. NAT costs a fixed handful
+of rules per file, not one per remote subnet (see :func:`forwarding_rules`).
 """
 
 from __future__ import annotations
@@ -77,31 +78,61 @@ def _iptables(binary: str, table: str, chain: str, match: str) -> tuple[str, str
 def forwarding_rules(mesh: Mesh, local: Peer) -> tuple[list[str], list[str]]:
     """PostUp and PostDown commands: forwarding on, FORWARD accepted through %i, and NAT of mesh traffic.
 
-    NAT (MASQUERADE on the egress interface, only for sources from the tunnel networks and the other peers'
-    subnets) lets hosts in this peer's VPC answer remote peers without routes back; with ``nat: false``
-    (Kubernetes overlays, or routes in the VPC route table) sources stay visible.
+    NAT (MASQUERADE on the egress interface of everything that came through the tunnel) lets hosts in this peer's
+    VPC answer remote peers without routes back; with ``nat: false`` (Kubernetes overlays, or routes in the VPC
+    route table) sources stay visible. Per IP family, and whatever the size of the mesh, NAT is three rules:
+
+    * mangle FORWARD ``-i %i -o <egress> -j MARK --set-xmark <bit>/<bit>``: tags what the tunnel forwards to the
+      egress interface with the mesh's ``nat_mark`` bit, leaving the mark's other bits alone. WireGuard only
+      accepts from a peer sources inside that peer's AllowedIPs, so "came through %i" is exactly "sourced in the
+      tunnel network or another peer's subnets", which is what one ``-s`` rule per remote subnet used to say.
+      Marking in FORWARD (not PREROUTING) happens after the routing decision and only on packets leaving through
+      the egress interface, so the bit can never steer ``ip rule fwmark`` lookups.
+    * nat POSTROUTING ``-o <egress> -m mark --mark <bit>/<bit> -j MASQUERADE``: NATs the tagged connections.
+    * nat POSTROUTING ``-s <tunnel network> -o <egress> -j MASQUERADE``: the host's own traffic sourced from its
+      tunnel address, which never crosses FORWARD.
+
+    The mark and masquerade rules are present for a family only when some remote peer has addresses of it.
     """
+    families = {address.version for address in local.addresses} | set(mesh.subnet_owners)
+    remote = frozenset(
+        family
+        for family in families
+        if any(network.version == family for network in mesh.networks) or mesh.subnet_owners.get(family, frozenset()) - {local.name}
+    )
+    networks = tuple(_text(network) for network in mesh.networks)
+    up, down = _forwarding_rules(tuple(sorted(families)), remote, networks, local.egress_interface if local.nat else None, mesh.nat_mark)
+    return list(up), list(down)
+
+
+@lru_cache(maxsize=1024)
+def _forwarding_rules(
+    families: tuple[int, ...], remote: frozenset[int], networks: tuple[str, ...], egress: str | None, mark: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """:func:`forwarding_rules` from what they depend on, so peers sharing an egress interface share the text."""
     up: list[str] = []
     down: list[str] = []
-    families = sorted({address.version for address in local.addresses} | {subnet.version for peer in mesh.peers for subnet in peer.subnets})
+    bit = f"{mark:#x}/{mark:#x}"
     for family in families:
         binary = "iptables" if family == 4 else "ip6tables"
         up.append(f"sysctl -q -w net.ipv{family}.{'ip_forward' if family == 4 else 'conf.all.forwarding'}=1")
         rules = [("filter", "FORWARD", "-i %i -j ACCEPT"), ("filter", "FORWARD", "-o %i -j ACCEPT")]
-        if local.nat:
-            sources = [_text(network) for network in mesh.networks if network.version == family]
-            sources += [_text(subnet) for peer in mesh.others(local.name) for subnet in peer.subnets if subnet.version == family]
-            rules += [("nat", "POSTROUTING", f"-s {source} -o {local.egress_interface} -j MASQUERADE") for source in sources]
+        if egress is not None:
+            if family in remote:
+                rules.append(("mangle", "FORWARD", f"-i %i -o {egress} -j MARK --set-xmark {bit}"))
+                rules.append(("nat", "POSTROUTING", f"-o {egress} -m mark --mark {bit} -j MASQUERADE"))
+            sources = [network for network in networks if (":" in network) == (family == 6)]
+            rules += [("nat", "POSTROUTING", f"-s {source} -o {egress} -j MASQUERADE") for source in sources]
         for table, chain, match in rules:
             add, remove = _iptables(binary, table, chain, match)
             up.append(add)
             down.append(remove)
-    return up, down
+    return tuple(up), tuple(down)
 
 
 @lru_cache(maxsize=65536)
 def _text(network: IPNetwork) -> str:
-    """``str(network)``, memoized: an N-peer mesh prints each subnet about 3N times (AllowedIPs and NAT rules)."""
+    """``str(network)``, memoized: an N-peer mesh prints each subnet's text N-1 times (in every other AllowedIPs)."""
     return str(network)
 
 

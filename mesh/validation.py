@@ -9,12 +9,19 @@ The raw form::
     interface: wg0                    # optional
     listen_port: 51820                # optional default for peers
     keepalive: 25                     # sent where one side of a pair has no endpoint
+    nat_mark: 0x1000000               # optional: the packet-mark bit NAT uses (below)
     peers:
       - name: zhy
         address: 10.255.0.1           # optional: allocated from the network when absent
         endpoint: 52.82.1.10:51820    # optional: a peer behind NAT has none
         subnets: [192.168.10.0/24]
         egress_interface: ens5        # NAT towards the VPC goes out here
+
+``nat_mark`` is the one packet-mark bit a peer's PostUp sets (mangle FORWARD, ``-i <wg> -o <egress>``) on traffic
+from the tunnel towards its VPC, so that a single ``-m mark --mark <bit>/<bit> -j MASQUERADE`` per family NATs
+every remote peer's traffic. It must be a single bit (a power of two below 2**32, as an integer or a ``0x..``
+string) and may not be one of wg-quick's fwmark 51820 (0xca6c, which contains kube-proxy's 0x4000 and 0x8000):
+change it only when another tool on the hosts already uses bit 24 (e.g. Calico's default 0xffff0000 mark mask).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from mesh.model import (
     DEFAULT_INTERFACE,
     DEFAULT_KEEPALIVE,
     DEFAULT_LISTEN_PORT,
+    DEFAULT_NAT_MARK,
     Endpoint,
     IPInterface,
     IPNetwork,
@@ -42,7 +50,14 @@ from mesh.model import (
     Peer,
 )
 
-MESH_FIELDS = frozenset({"network", "interface", "listen_port", "keepalive", "mtu", "peers", "egress_interface", "nat"})
+MESH_FIELDS = frozenset({"network", "interface", "listen_port", "keepalive", "mtu", "peers", "egress_interface", "nat", "nat_mark"})
+# Mark bits nat_mark may not use, by owner: wg-quick marks its own encrypted packets with fwmark 51820 (0xca6c) and
+# matches that value exactly; kube-proxy uses 0x4000 to request masquerading and 0x8000 to drop.
+RESERVED_MARK_BITS = {
+    0x4000: "kube-proxy's masquerade bit 0x4000",
+    0x8000: "kube-proxy's drop bit 0x8000",
+    0xCA6C: "wg-quick's fwmark 51820 (0xca6c)",
+}
 PEER_FIELDS = frozenset(
     {
         "name",
@@ -141,6 +156,23 @@ def _parse_int(low: int, high: int, what: str) -> Callable[[Any], int]:
         return value
 
     return parse
+
+
+def parse_nat_mark(value: Any) -> int:
+    """One bit of the 32-bit packet mark, from an int or a decimal/``0x`` string, that no known user claims."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip(), 0)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 0x80000000:
+        raise ValueError(f"{value!r} is not a 32-bit packet mark bit")
+    if value & (value - 1):
+        raise ValueError(f"{value:#x} sets {value.bit_count()} bits, not one")
+    for bits, owner in RESERVED_MARK_BITS.items():
+        if value & bits:
+            raise ValueError(f"{value:#x} is a bit of {owner}")
+    return value
 
 
 def _parse_bool(value: Any) -> bool:
@@ -250,6 +282,12 @@ def load_mesh(
     default_port = collector.check(
         f"{path}.listen_port", parse_port, raw.get("listen_port", DEFAULT_LISTEN_PORT), "use a UDP port such as 51820"
     )
+    nat_mark = collector.check(
+        f"{path}.nat_mark",
+        parse_nat_mark,
+        raw.get("nat_mark", DEFAULT_NAT_MARK),
+        f"use a single free bit such as {DEFAULT_NAT_MARK:#x} (the default), or leave nat_mark out",
+    )
     defaults = _peer_defaults(collector, path, raw)
     defaults["listen_port"] = default_port or DEFAULT_LISTEN_PORT
 
@@ -290,6 +328,7 @@ def load_mesh(
         peers=peers,
         interface=interface,
         default_keepalive=keepalive if keepalive is not None else DEFAULT_KEEPALIVE,
+        nat_mark=nat_mark if nat_mark is not None else DEFAULT_NAT_MARK,
     )
 
 

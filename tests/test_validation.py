@@ -255,3 +255,33 @@ def test_ipv6_and_dual_stack(three_peers: dict[str, Any]) -> None:
     zhy = mesh.peer("zhy")
     assert [address.version for address in zhy.addresses] == [4, 6]
     assert str(zhy.allowed_ips[1]).endswith("/128") and zhy.allowed_ips[1].network_address in mesh.networks[1]
+
+
+def test_nat_mark_defaults_to_bit_24_and_accepts_ints_and_hex_strings(three_peers: dict[str, Any]) -> None:
+    assert load_mesh(three_peers).nat_mark == 0x1000000
+    for given, expected in [(0x10, 0x10), ("0x80000000", 0x80000000), ("4096", 4096), (1, 1)]:
+        three_peers["nat_mark"] = given
+        assert load_mesh(three_peers).nat_mark == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (0x3000000, "sets 2 bits, not one"),
+        (0, "not a 32-bit packet mark bit"),
+        (-0x10, "not a 32-bit packet mark bit"),
+        (0x100000000, "not a 32-bit packet mark bit"),
+        (True, "not a 32-bit packet mark bit"),
+        ("mark", "not a number"),
+        (1.5, "not a 32-bit packet mark bit"),
+        (0x4000, "kube-proxy's masquerade bit 0x4000"),
+        (0x8000, "kube-proxy's drop bit 0x8000"),
+        (0x800, "wg-quick's fwmark 51820 (0xca6c)"),
+        ("0x4", "wg-quick's fwmark 51820 (0xca6c)"),
+    ],
+)
+def test_bad_nat_mark_names_the_field(three_peers: dict[str, Any], value: Any, problem: str) -> None:
+    three_peers["nat_mark"] = value
+    issues = issues_of(three_peers)
+    assert list(issues) == ["mesh.nat_mark"] and problem in issues["mesh.nat_mark"]
+    assert "single free bit such as 0x1000000" in issues["mesh.nat_mark"]
