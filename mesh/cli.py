@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from mesh.errors import MeshConfigError
 
-COMMAND_MODULES = ("check", "render")
+COMMAND_MODULES = ("check", "render", "graph")
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
