@@ -1,0 +1,512 @@
+"""Bash scripts that install, remove and check one peer's wg-quick config on its host, over SSH.
+
+pulumi-command's ``remote.Command`` runs each script as ``<login shell> -c <script>`` with the peer's config on
+stdin (the ``stdin`` input, a secret). So every script here is a self-contained bash command string that:
+
+* becomes root first (``sudo -n``) when the SSH user is not root, passing stdin through untouched;
+* keeps every secret off command lines and out of output: the config is read from stdin into a 0600 file in a
+  0700 directory, tools get file paths, and error text from ``wg`` is passed through a redaction filter (``wg``
+  quotes the offending value, which can be a key);
+* prints at most one short, non-secret line on stdout (the Pulumi output) and everything else on stderr.
+
+Updates are hitless: when the interface is up, ``install_script`` validates the new config in a scratch network
+namespace, then applies it with ``wg syncconf`` plus address, MTU, route and hook reconciliation instead of a
+``wg-quick down/up`` that would drop every tunnel of the mesh for an unrelated peer's change.
+
+The script texts appear verbatim in ``pulumi preview`` diffs, so they stay commented and free of generated noise;
+values are inserted shell-quoted in one place (:func:`_fill`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import re
+import shlex
+from collections.abc import Sequence
+
+DEFAULT_CONF_DIR = "/etc/wireguard"
+# The interface-name rule of wg-quick (and of Linux: at most 15 bytes).
+INTERFACE_NAME = re.compile(r"^[a-zA-Z0-9_=+.-]{1,15}$")
+
+# Every script starts here. pulumi-command logs in as the SSH user (often "ubuntu"); re-running the very same
+# command string under passwordless sudo keeps stdin (the config) flowing to the root copy. BASH_EXECUTION_STRING
+# is the text given to `bash -c`: the script itself, which holds no secret.
+_PRELUDE = """\
+set -euo pipefail
+export LC_ALL=C
+if [[ $(id -u) -ne 0 ]]; then
+  if [[ -z ${BASH_EXECUTION_STRING:-} ]] || ! command -v sudo >/dev/null; then
+    echo "wgmesh: must run as root, or as a user with passwordless sudo (run as: bash -c <script>)" >&2
+    exit 1
+  fi
+  exec sudo -n -- bash -c "$BASH_EXECUTION_STRING"
+fi
+"""
+
+# Helpers shared by install and uninstall.
+_HELPERS = r"""
+say() { echo "wgmesh: $*" >&2; }
+die() { say "$*"; exit 1; }
+# wg and wg-quick quote the value they choke on; it can be (part of) a key. Anything key-like becomes <redacted>.
+redact() { sed -E 's#[A-Za-z0-9+/]{20,}={0,2}#<redacted>#g' >&2; }
+systemd_unit() { [[ -d /run/systemd/system && $conf_dir == /etc/wireguard ]]; }
+"""
+
+# wg-quick's own reading of the [Interface] keys it handles itself (same splitting, same case-insensitivity), so
+# the reconciliation below sees exactly what `wg-quick up` would apply.
+_PARSE_SETTINGS = r"""
+parse_settings() {
+  local line stripped key value in_interface=0
+  ADDRESSES=() MTU="" TABLE="" DNS="" POST_UP=() POST_DOWN=()
+  shopt -s extglob nocasematch
+  while read -r line || [[ -n $line ]]; do
+    stripped="${line%%\#*}"
+    key="${stripped%%=*}"; key="${key##*([[:space:]])}"; key="${key%%*([[:space:]])}"
+    value="${stripped#*=}"; value="${value##*([[:space:]])}"; value="${value%%*([[:space:]])}"
+    [[ $key == "["* ]] && in_interface=0
+    [[ $key == "[Interface]" ]] && in_interface=1
+    [[ $in_interface -eq 1 ]] || continue
+    case "$key" in
+      Address) ADDRESSES+=( ${value//,/ } ) ;;
+      MTU) MTU="$value" ;;
+      Table) TABLE="$value" ;;
+      DNS) DNS="$value" ;;
+      PostUp) POST_UP+=( "$value" ) ;;
+      PostDown) POST_DOWN+=( "$value" ) ;;
+    esac
+  done < "$1"
+  shopt -u nocasematch
+}
+"""
+
+# Runs inside `unshare --net`: a new, empty network namespace that vanishes with this process, so nothing here can
+# touch the live interface. A scratch WireGuard device (kernel, else wireguard-go like wg-quick falls back to) gets
+# the real `wg setconf` parser and the real `ip` checks of every Address, the MTU and the routing table.
+_SCRATCH_CHECK = r"""
+check_in_scratch_netns() {
+  local stripped=$1 name=$2 mtu=$3 table=$4 address pid="" tries
+  shift 4
+  if ! ip link add "$name" type wireguard 2>/dev/null; then
+    "${WG_QUICK_USERSPACE_IMPLEMENTATION:-wireguard-go}" -f "$name" >/dev/null 2>&1 &
+    pid=$!
+    # wireguard-go leaves its control socket behind when stopped: remove it too (the name is ours alone).
+    trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f "/var/run/wireguard/$name.sock"' EXIT
+    for tries in {1..250}; do
+      [[ -S /run/wireguard/$name.sock ]] && break
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.02
+    done
+  fi
+  if ! wg setconf "$name" "$stripped" 2>&1 | redact; then
+    echo "wgmesh: rejected: wg cannot load the WireGuard part of the config" >&2; return 1
+  fi
+  for address in "$@"; do
+    if ! ip address add "$address" dev "$name" 2>&1 | redact; then
+      echo "wgmesh: rejected: Address = $address is not a usable address" >&2; return 1
+    fi
+  done
+  if [[ -n $mtu ]] && ! ip link set mtu "$mtu" dev "$name" 2>&1 | redact; then
+    echo "wgmesh: rejected: MTU = $mtu" >&2; return 1
+  fi
+  if [[ -n $table && ${table,,} != auto && ${table,,} != off ]] && ! ip route add blackhole 192.0.2.0/24 table "$table" 2>&1 | redact; then
+    echo "wgmesh: rejected: Table = $table is not a routing table" >&2; return 1
+  fi
+  return 0
+}
+"""
+
+_INSTALL = r"""
+# 1. Read the config from stdin, first thing, into a private directory next to the target: same filesystem, so
+#    the final mv is atomic; umask 077 makes every file 0600 from its creation. Leftovers of a killed run go.
+umask 077
+for tool in wg wg-quick ip unshare; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
+mkdir -p -m 0700 "$conf_dir"
+find "$conf_dir" -maxdepth 1 -name '.wgmesh-install.*' -mmin +60 -exec rm -rf -- {} + 2>/dev/null || true
+work=$(mktemp -d "$conf_dir/.wgmesh-install.XXXXXX")
+trap 'rm -rf -- "$work"' EXIT
+new="$work/$iface.conf"
+cat > "$new"
+[[ -s $new ]] || die "rejected: no config on stdin"
+
+# 2. Validate completely before touching anything: wg-quick's own parser (named <iface>.conf as wg-quick wants),
+#    bash syntax of the hooks, then the scratch namespace check. Any failure leaves the old file and interface as
+#    they are.
+if ! wg-quick strip "$new" > "$work/stripped" 2> "$work/strip.err"; then
+  redact < "$work/strip.err"
+  die "rejected: wg-quick cannot parse the config; $conf and $iface are unchanged"
+fi
+parse_settings "$new"
+for hook in "${POST_UP[@]}" "${POST_DOWN[@]}"; do
+  printf '%s\n' "$hook" | bash -n 2>/dev/null || die "rejected: hook is not valid bash: $hook"
+done
+if [[ -n $DNS ]] && ! command -v resolvconf >/dev/null; then
+  die "rejected: DNS = $DNS needs resolvconf, which is not installed"
+fi
+if ! unshare --net -- bash -c "set -o pipefail; $(declare -f redact check_in_scratch_netns); check_in_scratch_netns \"\$@\"" \
+    check "$work/stripped" "wgmchk$$" "$MTU" "$TABLE" "${ADDRESSES[@]}"; then
+  die "rejected: $conf and $iface are unchanged"
+fi
+
+# 3. Install the file: an atomic rename, 0600, only when the content changed (an unchanged file keeps its
+#    mtime). The previous file is kept aside until the config is applied, and put back if applying fails.
+old_post_down=()
+changed=1
+if [[ -f $conf ]]; then
+  cmp -s "$new" "$conf" && changed=0
+  parse_settings "$conf"
+  old_post_down=( "${POST_DOWN[@]}" )
+  cp -p -- "$conf" "$work/previous.conf"
+  parse_settings "$new"
+fi
+restore() {
+  if [[ -f $work/previous.conf ]]; then mv -f -- "$work/previous.conf" "$conf"; else rm -f -- "$conf"; fi
+  die "$1; the previous $conf is back in place"
+}
+if [[ $changed -eq 1 ]]; then
+  chmod 0600 "$new"
+  mv -f -- "$new" "$conf"
+fi
+chmod 0600 "$conf"
+
+# 4a. Interface down: bring it up the standard way (the systemd unit when it manages /etc/wireguard, so it
+#     comes back after a reboot). A restart is harmless here: nothing is running.
+if ! wg show "$iface" >/dev/null 2>&1; then
+  if systemd_unit; then
+    systemctl enable --quiet "wg-quick@$iface" >&2
+    systemctl reset-failed "wg-quick@$iface" 2>/dev/null || true
+    if ! systemctl restart "wg-quick@$iface" >&2; then
+      journalctl -u "wg-quick@$iface" -n 20 --no-pager 2>&1 | redact || true
+      restore "wg-quick@$iface failed to start"
+    fi
+  else
+    wg-quick up "$conf" > "$work/up.log" 2>&1 || { redact < "$work/up.log"; restore "wg-quick up failed"; }
+    redact < "$work/up.log"
+  fi
+  echo "wgmesh: $iface up ($(wg show "$iface" peers | wc -l) peers)"
+  exit 0
+fi
+
+# 4b. Interface up: apply the differences without restarting it, so that the tunnels of unchanged peers carry
+#     traffic throughout. wg syncconf changes keys, port and peers in place (handshakes of untouched peers stay).
+if ! wg syncconf "$iface" "$work/stripped" 2>&1 | redact; then restore "wg syncconf failed"; fi
+ip link set up dev "$iface"
+stats=""
+
+#     Addresses: add the new ones before removing stale ones (no moment without an address). Removing an IPv4
+#     primary address also removes the secondaries in its subnet unless promote_secondaries is on: turn it on for
+#     this interface, and add missing addresses again at the end in any case.
+declare -A want=()
+for address in "${ADDRESSES[@]}"; do
+  address=${address,,}
+  [[ $address == */* ]] || { [[ $address == *:* ]] && address+=/128 || address+=/32; }
+  want[$address]=1
+done
+current_addresses() { ip -o address show dev "$iface" | awk '{print $4}'; }
+add_missing_addresses() {
+  local have address
+  have=" $(current_addresses | tr '\n' ' ') "
+  for address in "${!want[@]}"; do
+    [[ $have == *" $address "* ]] && continue
+    ip address add "$address" dev "$iface" && added_addresses=$((added_addresses + 1))
+  done
+}
+added_addresses=0 removed_addresses=0
+echo 1 > "/proc/sys/net/ipv4/conf/$iface/promote_secondaries" 2>/dev/null || true
+add_missing_addresses
+for address in $(current_addresses); do
+  [[ -n ${want[$address]:-} || $address == fe80:* ]] && continue
+  ip address del "$address" dev "$iface" && removed_addresses=$((removed_addresses + 1))
+done
+add_missing_addresses
+[[ $added_addresses -eq 0 && $removed_addresses -eq 0 ]] || stats+=", addresses +$added_addresses -$removed_addresses"
+
+#     MTU: only when the config sets one (otherwise wg-quick's choice at up time stays).
+if [[ -n $MTU && $(ip -o link show dev "$iface") != *" mtu $MTU "* ]]; then
+  ip link set mtu "$MTU" dev "$iface"
+  stats+=", mtu $MTU"
+fi
+
+#     Routes, as wg-quick up makes them: one per AllowedIPs prefix on this device (in Table = when set, none when
+#     off); routes wg-quick made for prefixes no longer allowed go. A /0 uses wg-quick's policy routing, which
+#     only a restart sets up.
+if [[ ${TABLE,,} != off ]]; then
+  table=main
+  [[ -z $TABLE || ${TABLE,,} == auto ]] || table=$TABLE
+  declare -A allowed=()
+  added_routes=0 removed_routes=0
+  for prefix in $(wg show "$iface" allowed-ips | awk '{for (i = 2; i <= NF; i++) if ($i ~ /\//) print $i}' | sort -nr -k 2 -t /); do
+    allowed[$prefix]=1
+    proto=-4; [[ $prefix == *:* ]] && proto=-6
+    if [[ $prefix == */0 && $table == main ]]; then
+      say "note: $prefix needs wg-quick's policy routing: restart $iface to route it"
+      continue
+    fi
+    if [[ -z $(ip $proto route show dev "$iface" table "$table" match "$prefix" 2>/dev/null) ]]; then
+      ip $proto route add "$prefix" dev "$iface" table "$table" && added_routes=$((added_routes + 1))
+    fi
+  done
+  for proto in -4 -6; do
+    for destination in $(ip $proto route show dev "$iface" table "$table" proto boot 2>/dev/null | awk '{print $1}'); do
+      prefix=$destination
+      [[ $prefix == default ]] && { [[ $proto == -4 ]] && prefix=0.0.0.0/0 || prefix=::/0; }
+      [[ $prefix == */* ]] || { [[ $proto == -6 ]] && prefix+=/128 || prefix+=/32; }
+      [[ -n ${allowed[$prefix]:-} ]] && continue
+      ip $proto route del "$destination" dev "$iface" table "$table" && removed_routes=$((removed_routes + 1))
+    done
+  done
+  [[ $added_routes -eq 0 && $removed_routes -eq 0 ]] || stats+=", routes +$added_routes -$removed_routes"
+fi
+
+#     Hooks: undo what the old config set up and the new one no longer does (its PostDown lines that are gone),
+#     then run every PostUp again: wgmesh's hooks check before they add, so this repairs without duplicating.
+hook_failures=0
+run_hook() {
+  local hook=${1//%i/$iface}
+  echo "[#] $hook" >&2
+  (eval "$hook") >&2 || { say "hook failed: $hook"; hook_failures=$((hook_failures + 1)); }
+}
+declare -A keep_down=()
+for hook in "${POST_DOWN[@]}"; do keep_down[$hook]=1; done
+for hook in "${old_post_down[@]}"; do [[ -n ${keep_down[$hook]:-} ]] || run_hook "$hook"; done
+for hook in "${POST_UP[@]}"; do run_hook "$hook"; done
+[[ $hook_failures -eq 0 ]] || die "$hook_failures hook(s) failed; $iface runs the new config"
+if systemd_unit; then systemctl enable --quiet "wg-quick@$iface" >&2 || true; fi
+
+peers=$(wg show "$iface" peers | wc -l)
+if [[ $changed -eq 0 && -z $stats ]]; then
+  echo "wgmesh: $iface unchanged ($peers peers)"
+else
+  echo "wgmesh: $iface synced without restart ($peers peers$stats)"
+fi
+"""
+
+_UNINSTALL = r"""
+# Stop the unit (when systemd manages this interface) so it does not come back at boot, then take the interface
+# down with wg-quick, which runs PostDown (removing wgmesh's firewall rules); plain deletion if that fails.
+# Only a WireGuard interface of this name is touched. Everything tolerates absence: running twice is fine.
+removed=0
+if systemd_unit && systemctl is-enabled --quiet "wg-quick@$iface" 2>/dev/null; then
+  systemctl disable --now --quiet "wg-quick@$iface" >&2 || true
+  removed=1
+fi
+if wg show "$iface" >/dev/null 2>&1; then
+  if [[ ! -f $conf ]] || ! wg-quick down "$conf" > /dev/null 2> >(redact); then
+    ip link delete dev "$iface"
+  fi
+  removed=1
+elif ip link show dev "$iface" >/dev/null 2>&1; then
+  say "note: $iface exists but is not a WireGuard interface; left alone"
+fi
+if [[ -f $conf ]]; then rm -f -- "$conf"; removed=1; fi
+rm -rf -- "$conf_dir"/.wgmesh-install.* 2>/dev/null || true
+if [[ $removed -eq 1 ]]; then echo "wgmesh: $iface removed"; else echo "wgmesh: $iface already absent"; fi
+"""
+
+_VERIFY = r"""
+# Until every other peer has a handshake and answers a ping over the tunnel (the ping is also what starts a
+# handshake), or until the deadline. A peer counts once: one good ping records its round trip. Every ping waits
+# at most 1 s, so the whole run ends within timeout + 1 s per unreachable peer.
+now() { echo "${EPOCHREALTIME:-$(date +%s.%N)}"; }
+started=$(now)
+deadline=$((SECONDS + timeout))
+declare -a handshake=() answered=() rtt=()
+for i in "${!names[@]}"; do handshake[i]=false answered[i]=false rtt[i]=null; done
+while :; do
+  for i in "${!names[@]}"; do
+    [[ ${answered[i]} == true ]] && continue
+    if reply=$(ping -c 1 -W 1 -- "${addresses[i]}" 2>/dev/null); then
+      answered[i]=true
+      ms=$(sed -n 's/.* time=\([0-9.]*\) ms.*/\1/p' <<<"$reply" | head -n 1)
+      rtt[i]=${ms:-null}
+    fi
+  done
+  latest=$(wg show "$iface" latest-handshakes 2>/dev/null || true)
+  ok=true
+  for i in "${!names[@]}"; do
+    stamp=$(awk -v key="${keys[i]}" '$1 == key {print $2}' <<<"$latest")
+    [[ -n $stamp && $stamp != 0 ]] && handshake[i]=true
+    [[ ${handshake[i]} == true && ${answered[i]} == true ]] || ok=false
+  done
+  [[ $ok == true || $SECONDS -ge $deadline ]] && break
+  sleep 1
+done
+json="{\"ok\": $ok, \"peers\": {"
+for i in "${!names[@]}"; do
+  [[ $i -eq 0 ]] || json+=", "
+  json+="${names[i]}: {\"handshake\": ${handshake[i]}, \"ping\": ${answered[i]}, \"rtt_ms\": ${rtt[i]}}"
+done
+json+="}, \"seconds\": $(awk -v a="$started" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}')}"
+echo "$json"
+[[ $ok == true ]]
+"""
+
+_WAIT_FOR_BOOT = r"""
+# A fresh cloud server runs its user data (which installs WireGuard) after sshd already accepts logins: wait for
+# cloud-init when the host has it, then for the tools themselves (hosts without cloud-init, or set up by hand,
+# only need the tools). Runs in a subshell reading /dev/null, so the install script after it still gets stdin.
+(
+  deadline=$((SECONDS + timeout))
+  if command -v cloud-init >/dev/null; then
+    status=0
+    timeout "$timeout" cloud-init status --wait >/dev/null 2>&1 || status=$?
+    if [[ $status -eq 124 ]]; then
+      echo "wgmesh: cloud-init still running after ${timeout}s" >&2
+      exit 1
+    fi
+    [[ $status -eq 0 ]] || echo "wgmesh: note: cloud-init finished with status $status; continuing" >&2
+  fi
+  until command -v wg >/dev/null && command -v wg-quick >/dev/null; do
+    if [[ $SECONDS -ge $deadline ]]; then
+      echo "wgmesh: wg and wg-quick still missing after ${timeout}s (see /var/log/cloud-init-output.log)" >&2
+      exit 1
+    fi
+    sleep 2
+  done
+) </dev/null
+"""
+
+_USER_DATA = r"""#!/bin/bash
+# wgmesh user data: install WireGuard's tools and iptables, turn on forwarding for good. No secret in here: the
+# keys arrive later over SSH (the install step), never through user data, which EC2 shows to anyone allowed to
+# describe the instance.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+# Forwarding lets this peer route between the tunnel and its subnets; the file keeps it across reboots.
+printf '%s\n' @SYSCTL@ > /etc/sysctl.d/99-wgmesh.conf
+sysctl -q -p /etc/sysctl.d/99-wgmesh.conf
+
+# Package managers at boot compete with unattended upgrades: wait for the lock, retry the mirrors a few times.
+retry() { local n; for n in 1 2 3 4 5; do "$@" && return 0; sleep $((n * 5)); done; return 1; }
+if command -v apt-get >/dev/null; then
+  retry apt-get -o DPkg::Lock::Timeout=300 update -q
+  retry apt-get -o DPkg::Lock::Timeout=300 install -y -q wireguard-tools iptables@PACKAGES@
+  # Kernels before 5.6 without the module: the userspace implementation, which wg-quick falls back to.
+  modprobe wireguard 2>/dev/null || retry apt-get -o DPkg::Lock::Timeout=300 install -y -q wireguard-go || true
+elif command -v dnf >/dev/null; then
+  retry dnf install -y -q wireguard-tools iptables@PACKAGES@
+elif command -v yum >/dev/null; then
+  retry yum install -y -q wireguard-tools iptables@PACKAGES@
+else
+  echo "wgmesh: no apt-get, dnf or yum: install wireguard-tools and iptables by hand" >&2
+  exit 1
+fi
+"""
+
+
+def _check_interface(interface: str) -> None:
+    if not INTERFACE_NAME.match(interface):
+        raise ValueError(f"{interface!r} is not a usable interface name (1-15 of letters, digits and _=+.-)")
+
+
+def _check_conf_dir(conf_dir: str) -> None:
+    if not conf_dir.startswith("/") or "\n" in conf_dir or "\0" in conf_dir:
+        raise ValueError(f"conf_dir must be an absolute path, got {conf_dir!r}")
+
+
+def _fill(template: str, **values: str) -> str:
+    """``template`` with each ``@NAME@`` replaced by its value: values are shell-quoted by the callers."""
+    for name, value in values.items():
+        template = template.replace(f"@{name}@", value)
+    return template
+
+
+def _assignments(**values: str) -> str:
+    """``name=<quoted value>`` lines: the only place caller-supplied values enter a script."""
+    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
+
+
+def install_script(interface: str = "wg0", conf_dir: str = DEFAULT_CONF_DIR) -> str:
+    """The script that installs the wg-quick config read on stdin as ``<conf_dir>/<interface>.conf`` and applies it.
+
+    Steps and why:
+
+    1. stdin goes straight into a 0700 temp directory inside ``conf_dir`` (umask 077): the secret never touches a
+       command line, and the final ``mv`` is an atomic rename on the same filesystem.
+    2. Validation before any change: ``wg-quick strip`` (wg-quick's parser, the temp file named ``<iface>.conf``),
+       ``bash -n`` of the hooks, then, in a throwaway ``unshare --net`` namespace, ``wg setconf`` on a scratch
+       WireGuard device plus ``ip address add`` of each Address (and MTU, Table): the real parsers, with no way to
+       disturb the live interface. A rejected config exits 1 with a redacted message; file and interface stay.
+    3. Atomic rename to ``<conf_dir>/<interface>.conf`` (0600), skipped when the bytes are unchanged.
+    4. Interface down: ``systemctl restart wg-quick@<iface>`` (enabled, when systemd manages /etc/wireguard) or
+       ``wg-quick up <file>``. Interface up: ``wg syncconf`` (hitless: untouched peers keep their sessions), then
+       addresses, MTU and AllowedIPs routes are reconciled in place, stale PostDown hooks run and PostUp hooks
+       re-run (idempotent by construction). No restart, so traffic through the mesh is not interrupted.
+
+    Prints one line on stdout, e.g. ``wgmesh: wg0 synced without restart (2 peers, routes +1 -1)``.
+    """
+    _check_interface(interface)
+    _check_conf_dir(conf_dir)
+    header = "# wgmesh: install the wg-quick config given on stdin, hitless when the interface is already up.\n"
+    variables = _assignments(iface=interface, conf_dir=conf_dir.rstrip("/") or "/") + 'conf="$conf_dir/$iface.conf"\n'
+    return header + _PRELUDE + variables + _HELPERS + _PARSE_SETTINGS + _SCRATCH_CHECK + _INSTALL
+
+
+def uninstall_script(interface: str = "wg0", conf_dir: str = DEFAULT_CONF_DIR) -> str:
+    """The script that takes the interface down (PostDown runs) and removes its config file; idempotent."""
+    _check_interface(interface)
+    _check_conf_dir(conf_dir)
+    header = "# wgmesh: remove the WireGuard interface and its config file (succeeds when already gone).\n"
+    variables = _assignments(iface=interface, conf_dir=conf_dir.rstrip("/") or "/") + 'conf="$conf_dir/$iface.conf"\n'
+    return header + _PRELUDE + variables + _HELPERS + _UNINSTALL
+
+
+def _bash_array(name: str, values: Sequence[str]) -> str:
+    return f"{name}=({' '.join(shlex.quote(value) for value in values)})\n"
+
+
+def verify_script(interface: str, peers: Sequence[tuple[str, str, str]], *, timeout_seconds: int = 90) -> str:
+    """The script that checks this peer reaches every other one through the tunnel.
+
+    ``peers`` are ``(name, public_key, tunnel_ip)`` of every other peer. Prints one JSON line
+    ``{"ok": bool, "peers": {name: {"handshake": bool, "ping": bool, "rtt_ms": float|null}}, "seconds": float}``
+    and exits 0 when every peer has a handshake and answered a ping, 1 otherwise (at the latest after
+    ``timeout_seconds`` plus one second per unreachable peer).
+    """
+    _check_interface(interface)
+    if timeout_seconds < 0:
+        raise ValueError("timeout_seconds must be >= 0")
+    names, keys, addresses = [], [], []
+    for name, key, address in peers:
+        try:
+            if len(base64.b64decode(key, validate=True)) != 32:
+                raise ValueError
+        except (binascii.Error, ValueError):
+            raise ValueError(f"peer {name!r}: {key!r} is not a WireGuard public key") from None
+        names.append(json.dumps(name))  # already JSON: the script pastes it into its output as is
+        keys.append(key)
+        addresses.append(str(ipaddress.ip_address(address.split("/")[0])))
+    header = "# wgmesh: check every other peer handshakes and answers ping through the tunnel; JSON on stdout.\n"
+    variables = (
+        _assignments(iface=interface, timeout=str(int(timeout_seconds)))
+        + _bash_array("names", names)
+        + _bash_array("keys", keys)
+        + _bash_array("addresses", addresses)
+    )
+    return header + _PRELUDE + variables + _VERIFY
+
+
+def wait_for_boot_script(timeout_seconds: int = 600) -> str:
+    """A prefix for the install script: wait (bounded) for cloud-init and the WireGuard tools, without reading stdin.
+
+    It never exits on success, so the script it is prepended to runs next; it needs no root.
+    """
+    if timeout_seconds < 1:
+        raise ValueError("timeout_seconds must be >= 1")
+    header = "# wgmesh: wait for the host to finish booting (cloud-init, then wg and wg-quick installed).\n"
+    return header + "set -euo pipefail\n" + _assignments(timeout=str(int(timeout_seconds))) + _WAIT_FOR_BOOT
+
+
+def user_data_script(*, ipv6_forwarding: bool = True, extra_packages: Sequence[str] = ()) -> str:
+    """EC2 user data (run once by cloud-init as root): WireGuard tools, iptables and persistent IP forwarding.
+
+    Holds no secret by design: instance user data is readable by anyone who may describe the instance.
+    """
+    for package in extra_packages:
+        if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9.+:~-]*$", package):
+            raise ValueError(f"{package!r} is not a package name")
+    sysctl = ["net.ipv4.ip_forward=1"] + (["net.ipv6.conf.all.forwarding=1"] if ipv6_forwarding else [])
+    return _fill(_USER_DATA, SYSCTL=" ".join(map(shlex.quote, sysctl)), PACKAGES="".join(f" {package}" for package in extra_packages))
