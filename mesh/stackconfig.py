@@ -1,0 +1,463 @@
+"""The Pulumi stack config (``wgmesh:mesh``), validated into a :class:`StackSpec` before any resource exists.
+
+A stack's mesh is the CLI's mesh description (see :mod:`mesh.validation`, same snake_case fields, same meaning)
+plus what the program needs to build or reach each peer::
+
+    wgmesh:mesh:
+      network: 10.255.0.0/24
+      admin_cidrs: [203.0.113.0/24]        # who may SSH to the AWS peers (the machine running `pulumi up`)
+      peers:
+        - name: zhy
+          kind: aws                        # we create its VPC, instance, Elastic IP ...
+          region: cn-northwest-1
+          vpc_cidr: 192.168.10.0/24        # routed over the mesh like a subnet
+          key_name: ops                    # or ssh_public_key: "ssh-ed25519 ..."
+        - name: pub
+          kind: external                   # a host we do not create
+          ssh_host: 198.51.100.30
+          endpoint: 198.51.100.30:51820
+          subnets: [10.7.1.0/24]
+
+Pure, like the rest of ``mesh/``: the Pulumi layer (``components/``, ``__main__.py``) only turns a spec into
+resources. Every problem is collected (the mesh's and the program's) and raised at once as a
+:class:`~mesh.errors.MeshConfigError` whose paths name the stack config keys the user wrote (``vpc_cidr``, not
+the ``subnets[0]`` it becomes inside the mesh).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Network, ip_address, ip_network
+from typing import Any
+
+from mesh.addressing import index_of, preferred_index
+from mesh.errors import ConfigIssue, MeshConfigError
+from mesh.model import Endpoint, IPNetwork, Mesh
+from mesh.validation import HOSTNAME, MESH_FIELDS, load_mesh, parse_port
+
+CONFIG_KEY = "wgmesh:mesh"
+KINDS = ("aws", "external")
+PROGRAM_MESH_FIELDS = frozenset({"admin_cidrs", "tags"})
+AWS_FIELDS = frozenset(
+    {
+        "region",
+        "vpc_cidr",
+        "subnet_cidr",
+        "availability_zone",
+        "instance_type",
+        "ssh_user",
+        "key_name",
+        "ssh_public_key",
+        "ami_id",
+        "ami_owner",
+        "ami_name_filter",
+        "root_volume_size",
+    }
+)
+EXTERNAL_FIELDS = frozenset({"ssh_host", "ssh_user", "ssh_port", "source_cidrs"})
+COMMON_FIELDS = frozenset({"kind", "key_version", "ssh_private_key_path"})
+PROGRAM_PEER_FIELDS = AWS_FIELDS | EXTERNAL_FIELDS | COMMON_FIELDS
+
+# Canonical publishes Ubuntu images from a different account in the AWS China partition.
+CANONICAL_OWNER = "099720109477"
+CANONICAL_OWNER_CHINA = "837727238323"
+UBUNTU_NAME_FILTER = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
+DEFAULT_INSTANCE_TYPE = "t3.micro"
+DEFAULT_ROOT_VOLUME_GB = 16
+AWS_EGRESS_INTERFACE = "ens5"  # Nitro instances' first ENA interface
+REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
+INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+GRAVITON_FAMILY = re.compile(r"^(a1|[a-z]+\d+[a-z]*g[a-z]*)\.")
+KEY_NAME = re.compile(r"^[\x20-\x7e]{1,255}$")
+SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$")
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class AwsPeerSpec:
+    """What the program creates for an AWS peer, all in ``region`` under that region's provider."""
+
+    region: str
+    vpc_cidr: IPNetwork
+    subnet_cidr: IPNetwork
+    availability_zone: str | None
+    instance_type: str
+    ssh_user: str
+    key_name: str | None
+    ssh_public_key: str | None
+    ami_id: str | None
+    ami_owner: str
+    ami_name_filter: str
+    root_volume_size: int
+
+    @property
+    def partition_is_china(self) -> bool:
+        return self.region.startswith("cn-")
+
+
+@dataclass(frozen=True)
+class ExternalPeerSpec:
+    """How the program reaches a host it does not create, and where that host's WireGuard packets come from."""
+
+    ssh_host: str
+    ssh_port: int
+    ssh_user: str
+    source_cidrs: tuple[IPNetwork, ...]
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """One peer as the program sees it: its kind-specific settings on top of the mesh's :class:`~mesh.model.Peer`."""
+
+    name: str
+    kind: str
+    key_version: int
+    ssh_private_key_path: str | None
+    aws: AwsPeerSpec | None = None
+    external: ExternalPeerSpec | None = None
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """A validated stack: the mesh (AWS endpoints still pending), each peer's program settings, admin CIDRs, tags."""
+
+    mesh: Mesh
+    peers: tuple[PeerSpec, ...]
+    admin_cidrs: tuple[IPNetwork, ...]
+    tags: Mapping[str, str] = field(default_factory=dict)
+    probed_addresses: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """Every AWS region used, sorted: one explicit provider each."""
+        return tuple(sorted({peer.aws.region for peer in self.peers if peer.aws is not None}))
+
+    def peer(self, name: str) -> PeerSpec:
+        for peer in self.peers:
+            if peer.name == name:
+                return peer
+        raise KeyError(name)
+
+
+def resolve_endpoints(mesh: Mesh, endpoints: Mapping[str, str]) -> Mesh:
+    """The mesh with pending endpoints filled in once the cloud has created them (an Elastic IP's address).
+
+    ``endpoints`` maps a peer name to a host; the port is the peer's listen port. Peers not named keep theirs.
+    """
+    peers = tuple(
+        replace(peer, endpoint=Endpoint(endpoints[peer.name], peer.listen_port), endpoint_pending=False) if peer.name in endpoints else peer
+        for peer in mesh.peers
+    )
+    return replace(mesh, peers=peers)
+
+
+def default_ami_filter(instance_type: str) -> str:
+    """Ubuntu 24.04 LTS for the instance type's architecture (Graviton families are arm64)."""
+    return UBUNTU_NAME_FILTER.format(arch="arm64" if GRAVITON_FAMILY.match(instance_type) else "amd64")
+
+
+class _Issues:
+    def __init__(self) -> None:
+        self.items: list[ConfigIssue] = []
+
+    def add(self, path: str, problem: str, fix: str) -> None:
+        self.items.append(ConfigIssue(path, problem, fix))
+
+
+def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
+    """Validate the ``wgmesh:mesh`` stack config; :class:`MeshConfigError` with every problem otherwise."""
+    if not isinstance(raw, Mapping):
+        raise MeshConfigError(
+            [ConfigIssue(path, f"expected a mapping, got {type(raw).__name__}", "set it in Pulumi.<stack>.yaml; see Pulumi.zhy.yaml")]
+        )
+    issues = _Issues()
+    unknown = sorted(set(raw) - MESH_FIELDS - PROGRAM_MESH_FIELDS)
+    for key in unknown:
+        issues.add(f"{path}.{key}", "unknown field", f"remove it; known fields: {', '.join(sorted(MESH_FIELDS | PROGRAM_MESH_FIELDS))}")
+    admin_cidrs = _admin_cidrs(issues, path, raw.get("admin_cidrs"))
+    tags = _tags(issues, path, raw.get("tags"))
+
+    raw_peers = raw.get("peers")
+    mesh_raw: dict[str, Any] = {key: value for key, value in raw.items() if key in MESH_FIELDS}
+    programs: list[tuple[str, str, Any, int]] = []  # (name, kind, settings, subnet offset)
+    mesh_peers: list[Any] = []
+    pending: list[str] = []
+    if isinstance(raw_peers, list):
+        for index, item in enumerate(raw_peers):
+            where = f"{path}.peers[{index}]"
+            if not isinstance(item, Mapping):
+                mesh_peers.append(item)  # load_mesh reports it
+                programs.append(("", "", None, 0))
+                continue
+            peer_raw, program = _split_peer(issues, where, item)
+            mesh_peers.append(peer_raw)
+            programs.append(program)
+            if program[1] == "aws":
+                pending.append(str(item.get("name")))
+        mesh_raw["peers"] = mesh_peers
+    mesh: Mesh | None = None
+    mesh_issues: list[ConfigIssue] = []
+    try:
+        mesh = load_mesh(mesh_raw, path=path, pending_endpoints=pending)
+    except MeshConfigError as exc:
+        mesh_issues = [_user_path(issue, path, programs) for issue in exc.issues]
+    if mesh is not None and any(kind == "aws" for _, kind, _, _ in programs):
+        _check_reachable_sources(issues, path, mesh, programs, admin_cidrs, raw_peers)
+    all_issues = mesh_issues + issues.items
+    if all_issues or mesh is None:
+        raise MeshConfigError(sorted(all_issues, key=lambda issue: _path_order(issue.path)))
+
+    specs = tuple(_spec(name, kind, settings) for (name, kind, settings, _) in programs)
+    probed = _probed(mesh, raw_peers)
+    return StackSpec(mesh=mesh, peers=specs, admin_cidrs=admin_cidrs, tags=tags, probed_addresses=probed)
+
+
+def _path_order(path: str) -> list[Any]:
+    """Sort issues by where they are in the file: peers[2] before peers[10]."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"\[(\d+)\]", path)]
+
+
+def _admin_cidrs(issues: _Issues, path: str, value: Any) -> tuple[IPNetwork, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        issues.add(f"{path}.admin_cidrs", f"expected a list of CIDRs, got {value!r:.60}", "write e.g. [203.0.113.7/32]")
+        return ()
+    cidrs: list[IPNetwork] = []
+    for index, item in enumerate(value):
+        where = f"{path}.admin_cidrs[{index}]"
+        try:
+            cidr = ip_network(str(item), strict=True)
+        except ValueError:
+            issues.add(
+                where, f"{item!r} is not a CIDR block", "write the public address of the machine running pulumi, e.g. 203.0.113.7/32"
+            )
+            continue
+        if cidr.prefixlen == 0:
+            issues.add(where, f"{cidr} opens SSH to the whole internet", "give the addresses you run `pulumi up` from, e.g. 203.0.113.7/32")
+            continue
+        cidrs.append(cidr)
+    return tuple(cidrs)
+
+
+def _tags(issues: _Issues, path: str, value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str | int) for k, v in value.items()):
+        issues.add(f"{path}.tags", f"expected a mapping of tag names to values, got {value!r:.60}", "write e.g. {team: platform}")
+        return {}
+    return {key: str(item) for key, item in sorted(value.items())}
+
+
+def _split_peer(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, str, Any, int]]:
+    """The peer's mesh fields (for :func:`load_mesh`) and its program settings, checked per kind."""
+    name = str(item.get("name", ""))
+    kind = item.get("kind")
+    if kind not in KINDS:
+        issues.add(f"{where}.kind", f"{kind!r} is not a peer kind", "use 'aws' (wgmesh creates the host) or 'external' (a host you have)")
+        kind = ""
+    peer_raw = {key: value for key, value in item.items() if key not in PROGRAM_PEER_FIELDS}
+    allowed = COMMON_FIELDS | (AWS_FIELDS if kind == "aws" else EXTERNAL_FIELDS if kind == "external" else PROGRAM_PEER_FIELDS)
+    for key in sorted(set(item) & PROGRAM_PEER_FIELDS - allowed):
+        issues.add(f"{where}.{key}", f"not a field of a {kind} peer", f"remove it (fields of {kind} peers: {', '.join(sorted(allowed))})")
+    key_version = item.get("key_version", 1)
+    if isinstance(key_version, bool) or not isinstance(key_version, int) or key_version < 1:
+        issues.add(f"{where}.key_version", f"{key_version!r} is not a positive integer", "use 1, and bump it to rotate this peer's keys")
+        key_version = 1
+    key_path = item.get("ssh_private_key_path")
+    if key_path is not None and (not isinstance(key_path, str) or not key_path):
+        issues.add(f"{where}.ssh_private_key_path", f"{key_path!r} is not a file path", "give the path of the SSH private key file")
+        key_path = None
+    offset = 0
+    settings: Any = None
+    if kind == "aws":
+        settings, vpc = _aws(issues, where, item)
+        if "endpoint" in item:
+            issues.add(f"{where}.endpoint", "an AWS peer's endpoint is its Elastic IP, created by wgmesh", "remove 'endpoint'")
+            peer_raw.pop("endpoint")
+        peer_raw.setdefault("egress_interface", AWS_EGRESS_INTERFACE)
+        if vpc is not None:
+            extra = peer_raw.get("subnets") or []
+            peer_raw["subnets"] = [str(vpc), *(extra if isinstance(extra, list) else [extra])]
+            offset = 1
+    elif kind == "external":
+        settings = _external(issues, where, item)
+    return peer_raw, (name, kind, (settings, int(key_version), key_path), offset)
+
+
+def _aws(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[dict[str, Any], IPNetwork | None]:
+    region = item.get("region")
+    if not isinstance(region, str) or not REGION.match(region):
+        issues.add(f"{where}.region", f"{region!r} is not an AWS region", "use a region code such as cn-northwest-1 or eu-west-1")
+        region = ""
+    vpc = _cidr(issues, f"{where}.vpc_cidr", item.get("vpc_cidr"), required=True)
+    if vpc is not None and (not isinstance(vpc, IPv4Network) or not 16 <= vpc.prefixlen <= 28):
+        issues.add(f"{where}.vpc_cidr", f"{vpc} is not a valid VPC CIDR", "AWS VPCs take an IPv4 block from /16 to /28")
+        vpc = None
+    subnet = _cidr(issues, f"{where}.subnet_cidr", item.get("subnet_cidr"), required=False)
+    if subnet is not None and vpc is not None and not subnet.subnet_of(vpc):  # type: ignore[arg-type]
+        issues.add(f"{where}.subnet_cidr", f"{subnet} is not inside vpc_cidr {vpc}", "pick a block inside the VPC, or leave it out")
+    instance_type = item.get("instance_type", DEFAULT_INSTANCE_TYPE)
+    if not isinstance(instance_type, str) or not INSTANCE_TYPE.match(instance_type):
+        issues.add(f"{where}.instance_type", f"{instance_type!r} is not an EC2 instance type", "use e.g. t3.micro or t4g.small")
+        instance_type = DEFAULT_INSTANCE_TYPE
+    ssh_user = _user(issues, f"{where}.ssh_user", item.get("ssh_user", "ubuntu"))
+    key_name, public_key = item.get("key_name"), item.get("ssh_public_key")
+    if (key_name is None) == (public_key is None):
+        issues.add(
+            f"{where}.key_name",
+            "give exactly one of key_name (an existing EC2 key pair) and ssh_public_key" + (" (both given)" if key_name else ""),
+            "set key_name: <pair in the region> or ssh_public_key: 'ssh-ed25519 AAAA...' (a pair is then created)",
+        )
+    if key_name is not None and (not isinstance(key_name, str) or not KEY_NAME.match(key_name)):
+        issues.add(f"{where}.key_name", f"{key_name!r} is not a key pair name", "use the name shown by `aws ec2 describe-key-pairs`")
+    if public_key is not None and (not isinstance(public_key, str) or not SSH_PUBLIC_KEY.match(public_key.strip())):
+        issues.add(
+            f"{where}.ssh_public_key", "not an OpenSSH public key", "paste one line of ~/.ssh/id_ed25519.pub ('ssh-ed25519 AAAA...')"
+        )
+    volume = item.get("root_volume_size", DEFAULT_ROOT_VOLUME_GB)
+    if isinstance(volume, bool) or not isinstance(volume, int) or not 8 <= volume <= 16384:
+        issues.add(f"{where}.root_volume_size", f"{volume!r} is not a size in GiB between 8 and 16384", "use e.g. 16")
+        volume = DEFAULT_ROOT_VOLUME_GB
+    for key in ("ami_id", "ami_owner", "ami_name_filter", "availability_zone"):
+        value = item.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            issues.add(f"{where}.{key}", f"{value!r} is not a non-empty string", "fix the value or leave the field out")
+    china = isinstance(region, str) and region.startswith("cn-")
+    settings = {
+        "region": region,
+        "vpc_cidr": vpc,
+        "subnet_cidr": subnet or vpc,
+        "availability_zone": item.get("availability_zone"),
+        "instance_type": instance_type,
+        "ssh_user": ssh_user,
+        "key_name": key_name,
+        "ssh_public_key": public_key.strip() if isinstance(public_key, str) else None,
+        "ami_id": item.get("ami_id"),
+        "ami_owner": item.get("ami_owner") or (CANONICAL_OWNER_CHINA if china else CANONICAL_OWNER),
+        "ami_name_filter": item.get("ami_name_filter") or default_ami_filter(instance_type),
+        "root_volume_size": volume,
+    }
+    return settings, vpc
+
+
+def _external(issues: _Issues, where: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    host = item.get("ssh_host")
+    if host is None and isinstance(item.get("endpoint"), str):
+        host = str(item["endpoint"]).rpartition(":")[0].strip("[]") or None
+    if not isinstance(host, str) or not (_is_ip(host) or HOSTNAME.match(host)):
+        issues.add(f"{where}.ssh_host", f"{host!r} is not an address or host name", "set ssh_host to where `ssh` reaches this host")
+        host = ""
+    try:
+        port = parse_port(item.get("ssh_port", 22))
+    except ValueError as exc:
+        issues.add(f"{where}.ssh_port", str(exc), "use the host's SSH port, e.g. 22")
+        port = 22
+    user = _user(issues, f"{where}.ssh_user", item.get("ssh_user", "root"))
+    sources: list[IPNetwork] = []
+    raw_sources = item.get("source_cidrs")
+    if raw_sources is not None:
+        if not isinstance(raw_sources, list):
+            issues.add(f"{where}.source_cidrs", f"expected a list of CIDRs, got {raw_sources!r:.60}", "write e.g. [198.51.100.30/32]")
+        else:
+            for index, value in enumerate(raw_sources):
+                cidr = _cidr(issues, f"{where}.source_cidrs[{index}]", value, required=True)
+                if cidr is not None and cidr.prefixlen == 0:
+                    issues.add(
+                        f"{where}.source_cidrs[{index}]", f"{cidr} would open WireGuard to everyone", "give the host's public address(es)"
+                    )
+                elif cidr is not None:
+                    sources.append(cidr)
+    return {"ssh_host": host, "ssh_port": port, "ssh_user": user, "source_cidrs": tuple(sources)}
+
+
+def _check_reachable_sources(
+    issues: _Issues, path: str, mesh: Mesh, programs: list[tuple[str, str, Any, int]], admin: tuple[IPNetwork, ...], raw_peers: Any
+) -> None:
+    """AWS security groups admit WireGuard only from known addresses: every external peer must have some."""
+    if not admin:
+        issues.add(f"{path}.admin_cidrs", "missing: AWS peers admit SSH only from these", "list the addresses you run `pulumi up` from")
+    for index, (name, kind, settings, _) in enumerate(programs):
+        if kind != "external" or settings is None:
+            continue
+        if settings[0]["source_cidrs"]:
+            continue
+        endpoint = mesh.peer(name).endpoint
+        if endpoint is None or not _is_ip(endpoint.host):
+            issues.add(
+                f"{path}.peers[{index}].source_cidrs",
+                "missing: this peer has no IP endpoint, so AWS security groups cannot admit its WireGuard packets",
+                "list the public addresses its packets come from (its NAT gateway), e.g. [198.51.100.7/32]",
+            )
+
+
+def _cidr(issues: _Issues, where: str, value: Any, *, required: bool) -> IPNetwork | None:
+    if value is None:
+        if required:
+            issues.add(where, "missing", "write a CIDR block such as 192.168.10.0/24")
+        return None
+    try:
+        return ip_network(str(value), strict=True)
+    except ValueError:
+        issues.add(where, f"{value!r} is not a CIDR block (or has host bits set)", "write a CIDR block such as 192.168.10.0/24")
+        return None
+
+
+def _user(issues: _Issues, where: str, value: Any) -> str:
+    if not isinstance(value, str) or not USER_NAME.match(value):
+        issues.add(where, f"{value!r} is not a login name", "use the host's SSH user, e.g. ubuntu or root")
+        return "root"
+    return value
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _user_path(issue: ConfigIssue, path: str, programs: list[tuple[str, str, Any, int]]) -> ConfigIssue:
+    """Map ``peers[i].subnets[k]`` of an AWS peer back to what the user wrote: ``vpc_cidr`` or ``subnets[k-1]``."""
+    match = re.match(rf"^{re.escape(path)}\.peers\[(\d+)\]\.subnets\[(\d+)\](.*)$", issue.path)
+
+    def remap(text: str) -> str:
+        def one(found: re.Match[str]) -> str:
+            index, sub = int(found.group(1)), int(found.group(2))
+            if index < len(programs) and programs[index][3]:
+                return f"{path}.peers[{index}]." + ("vpc_cidr" if sub == 0 else f"subnets[{sub - 1}]")
+            return found.group(0)
+
+        return re.sub(rf"{re.escape(path)}\.peers\[(\d+)\]\.subnets\[(\d+)\]", one, text)
+
+    if match is None and "subnets[" not in issue.problem:
+        return issue
+    return ConfigIssue(remap(issue.path), remap(issue.problem), issue.fix)
+
+
+def _spec(name: str, kind: str, settings: tuple[Any, int, str | None]) -> PeerSpec:
+    values, key_version, key_path = settings
+    if kind == "aws":
+        return PeerSpec(name, kind, key_version, key_path, aws=AwsPeerSpec(**values))
+    return PeerSpec(name, kind, key_version, key_path, external=ExternalPeerSpec(**values))
+
+
+def _probed(mesh: Mesh, raw_peers: Any) -> tuple[tuple[str, str], ...]:
+    """Allocated tunnel addresses that are not their peer's hashed slot (it collided with another peer's).
+
+    The CLI pins allocations in its key file; a Pulumi program has no such file, so the program warns about
+    these: such an address could move if the peer it collided with is removed. Pinning it (``address:``) fixes it.
+    """
+    explicit = {str(item.get("name")) for item in raw_peers if isinstance(item, Mapping) and item.get("address") is not None}
+    probed: list[tuple[str, str]] = []
+    for peer in mesh.peers:
+        if peer.name in explicit:
+            continue
+        for address in peer.addresses:
+            network = next(network for network in mesh.networks if address.ip in network)
+            if index_of(network, address) != preferred_index(peer.name, network):
+                probed.append((peer.name, str(address.ip)))
+    return tuple(probed)
