@@ -1,0 +1,203 @@
+"""``MeshComponent``: every peer's wg-quick config, built from the peers' outputs and installed over SSH.
+
+The configs are rendered by the pure ``mesh`` package inside one ``Output.apply`` (so they exist only once every
+key and endpoint is known, and are secrets). Preshared keys derive from one ``RandomBytes`` mesh secret rather
+than N^2 stored ones. Each config goes to its host on the SSH session's stdin (never on a command line) through
+a ``pulumi-command`` ``remote.Command`` whose install script validates, swaps atomically and applies without
+restart when the interface is up. A config change changes that command's stdin, so only the peers whose config
+changed are touched; the command text carries the config's SHA-256 so that ``pulumi preview`` shows which.
+Afterwards one verification command per peer waits for handshakes and pings every other tunnel address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_command as command
+
+from components.keys import random_seed, seed_bytes
+from components.peer import WireGuardPeer
+from mesh.install import install_script, uninstall_script, verify_script, wait_for_boot_script
+from mesh.model import Mesh
+from mesh.render import MeshKeys, config_digest, render_all
+from mesh.stackconfig import resolve_endpoints
+
+DEFAULT_BOOT_TIMEOUT = 900
+DEFAULT_VERIFY_TIMEOUT = 120
+
+
+@dataclass
+class MeshArgs:
+    """What a mesh needs: the validated description, one :class:`WireGuardPeer` per member, and SSH keys.
+
+    ``mesh`` comes from :func:`mesh.validation.load_mesh` or :func:`mesh.stackconfig.load_stack`; endpoints of AWS
+    peers may be pending there: they are taken from the peers' Elastic IPs. ``ssh_private_keys`` overrides the
+    default ``ssh_private_key`` per peer name.
+    """
+
+    mesh: Mesh
+    peers: Mapping[str, WireGuardPeer]
+    ssh_private_key: pulumi.Input[str] | None = None
+    ssh_private_keys: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    preshared_keys: bool = True
+    verify: bool = True
+    verify_timeout: int = DEFAULT_VERIFY_TIMEOUT
+    boot_timeout: int = DEFAULT_BOOT_TIMEOUT
+    mesh_secret_version: int = 1
+
+
+class MeshComponent(pulumi.ComponentResource):
+    """The full mesh (``wgmesh:index:Mesh``) over a set of peers."""
+
+    configs: pulumi.Output[dict[str, str]]
+    config_digests: pulumi.Output[dict[str, str]]
+    verification: pulumi.Output[dict[str, Any]]
+
+    def __init__(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        _check_args(args)
+        super().__init__("wgmesh:index:Mesh", name, None, opts)
+        mesh = args.mesh
+        peers = {peer.name: args.peers[peer.name] for peer in mesh.peers}
+
+        for peer_name, peer in peers.items():
+            sources = [other.wireguard_sources for other_name, other in peers.items() if other_name != peer_name]
+            peer.admit_wireguard_from(pulumi.Output.all(*sources).apply(lambda lists: sorted({c for cidrs in lists for c in cidrs})))
+
+        secret = random_seed(f"{name}-psk-secret", key_version=args.mesh_secret_version, parent=self) if args.preshared_keys else None
+        self.configs = pulumi.Output.secret(_render(mesh, peers, secret))
+        self.config_digests = pulumi.Output.unsecret(self.configs.apply(lambda configs: {n: config_digest(t) for n, t in configs.items()}))
+        mesh_digest = self.config_digests.apply(lambda digests: hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest())
+
+        installs: dict[str, command.remote.Command] = {}
+        for peer_name, peer in peers.items():
+            installs[peer_name] = self._install(name, mesh, peer_name, peer, args)
+        verifications: dict[str, pulumi.Output[Any]] = {}
+        if args.verify:
+            for peer_name, peer in peers.items():
+                check = self._verify(mesh, peer_name, peer, args, list(installs.values()), mesh_digest)
+                verifications[peer_name] = check.stdout.apply(_parse_verification)
+        self.installs = installs
+        self.verification = pulumi.Output.all(**verifications) if verifications else pulumi.Output.from_input({})
+        self.register_outputs({"config_digests": self.config_digests, "configs": self.configs, "verification": self.verification})
+
+    def _connection(self, peer_name: str, peer: WireGuardPeer, args: MeshArgs) -> command.remote.ConnectionArgs:
+        key = args.ssh_private_keys.get(peer_name, args.ssh_private_key)
+        return command.remote.ConnectionArgs(
+            host=peer.ssh_host,
+            port=peer.ssh_port,
+            user=peer.ssh_user,
+            private_key=pulumi.Output.secret(key) if key is not None else None,
+            # A fresh EC2 instance takes a minute or two before sshd answers.
+            dial_error_limit=30,
+            per_dial_timeout=15,
+        )
+
+    def _install(self, name: str, mesh: Mesh, peer_name: str, peer: WireGuardPeer, args: MeshArgs) -> command.remote.Command:
+        wait = wait_for_boot_script(timeout_seconds=args.boot_timeout) if peer.kind == "aws" else ""
+        body = install_script(mesh.interface)
+        config = self.configs.apply(lambda configs: configs[peer_name])
+        script = self.config_digests.apply(
+            lambda digests: f"# wgmesh: install {mesh.interface} on {peer_name}, config sha256={digests[peer_name]}\n{wait}\n{body}"
+        )
+        return command.remote.Command(
+            f"{peer_name}-install",
+            connection=self._connection(peer_name, peer, args),
+            create=script,
+            update=script,
+            delete=uninstall_script(mesh.interface),
+            stdin=pulumi.Output.secret(config),
+            logging=command.remote.Logging.STDERR,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[peer],
+                additional_secret_outputs=["stdin", "stdout", "stderr"],
+                # Never run the old command's delete (interface down) after a replacement was installed.
+                delete_before_replace=True,
+            ),
+        )
+
+    def _verify(
+        self,
+        mesh: Mesh,
+        peer_name: str,
+        peer: WireGuardPeer,
+        args: MeshArgs,
+        installs: list[command.remote.Command],
+        mesh_digest: pulumi.Output[str],
+    ) -> command.remote.Command:
+        others = [(other.name, str(other.addresses[0].ip)) for other in mesh.others(peer_name)]
+        keys = pulumi.Output.all(*[args.peers[other_name].public_key for other_name, _ in others])
+        script = pulumi.Output.all(keys, mesh_digest).apply(
+            lambda values: (
+                f"# wgmesh: verify {peer_name}, mesh sha256={values[1]}\n"
+                + verify_script(
+                    mesh.interface,
+                    [(other_name, key, address) for (other_name, address), key in zip(others, values[0], strict=True)],
+                    timeout_seconds=args.verify_timeout,
+                )
+            )
+        )
+        return command.remote.Command(
+            f"{peer_name}-verify",
+            connection=self._connection(peer_name, peer, args),
+            create=script,
+            update=script,
+            logging=command.remote.Logging.STDOUT_AND_STDERR,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=installs),
+        )
+
+
+def _check_args(args: MeshArgs) -> None:
+    """Refuse a mismatch between the description and the peers before any resource is registered."""
+    missing = [name for name in args.mesh.names if name not in args.peers]
+    extra = [name for name in args.peers if name not in args.mesh.names]
+    if missing or extra:
+        raise ValueError(
+            f"MeshArgs.peers must hold one WireGuardPeer per mesh member: missing {missing or 'none'}, unknown {extra or 'none'}"
+        )
+    for name in args.mesh.names:
+        if args.ssh_private_keys.get(name, args.ssh_private_key) is None:
+            raise ValueError(f"no SSH private key for peer {name!r}: set MeshArgs.ssh_private_key or ssh_private_keys[{name!r}]")
+    for peer in args.mesh.peers:
+        component = args.peers[peer.name]
+        if component.listen_port != peer.listen_port:
+            raise ValueError(f"peer {peer.name!r}: WireGuardPeer listens on {component.listen_port}, the mesh says {peer.listen_port}")
+        if peer.endpoint_pending and component.endpoint_host is None:
+            raise ValueError(f"peer {peer.name!r}: the mesh expects a created endpoint but the WireGuardPeer has none")
+
+
+def _render(mesh: Mesh, peers: Mapping[str, WireGuardPeer], secret: pulumi.Output[str] | None) -> pulumi.Output[dict[str, str]]:
+    """All configs at once, when every private key, pending endpoint and the mesh secret are known."""
+    inputs: dict[str, Any] = {f"key:{name}": peer.private_key for name, peer in peers.items()}
+    for peer in mesh.peers:
+        if peer.endpoint_pending:
+            inputs[f"endpoint:{peer.name}"] = peers[peer.name].endpoint_host
+    if secret is not None:
+        inputs["secret"] = secret
+
+    def render(values: dict[str, Any]) -> dict[str, str]:
+        endpoints = {key.split(":", 1)[1]: value for key, value in values.items() if key.startswith("endpoint:")}
+        keys = MeshKeys(
+            private_keys={name: values[f"key:{name}"] for name in peers},
+            mesh_secret=seed_bytes(values["secret"]) if "secret" in values else None,
+        )
+        return render_all(resolve_endpoints(mesh, endpoints), keys)
+
+    return pulumi.Output.all(**inputs).apply(render)
+
+
+def _parse_verification(stdout: str | None) -> Any:
+    """The verify script's JSON line, or the raw text when it is not JSON (kept, so a failure stays readable)."""
+    if not stdout:
+        return None
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return {"ok": False, "raw": stdout[-2000:]}

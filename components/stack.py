@@ -1,0 +1,89 @@
+"""From a validated stack config to resources: one explicit ``aws.Provider`` per region, the peers, the mesh.
+
+Kept apart from ``__main__.py`` so that other programs (and the tests) build the same thing from a
+:class:`~mesh.stackconfig.StackSpec` without reading Pulumi config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.mesh_component import MeshArgs, MeshComponent
+from components.peer import AwsHostArgs, ExternalHostArgs, WireGuardPeer, WireGuardPeerArgs
+from mesh.model import Mesh
+from mesh.stackconfig import PeerSpec, StackSpec
+
+
+@dataclass
+class DeployedMesh:
+    """What :func:`deploy_stack` made: providers by region, peers by name, and the mesh."""
+
+    providers: dict[str, aws.Provider]
+    peers: dict[str, WireGuardPeer]
+    mesh: MeshComponent
+
+
+def mesh_routes(mesh: Mesh, name: str) -> list[str]:
+    """CIDRs a peer's VPC reaches through the mesh: the tunnel networks and every other peer's subnets."""
+    routes = [str(network) for network in mesh.networks]
+    routes += [str(subnet) for other in mesh.others(name) for subnet in other.subnets]
+    return routes
+
+
+def deploy_stack(
+    spec: StackSpec,
+    *,
+    ssh_private_key: pulumi.Input[str] | None,
+    ssh_private_keys: Mapping[str, pulumi.Input[str]] | None = None,
+    name: str = "wgmesh",
+    verify: bool = True,
+) -> DeployedMesh:
+    """Create every resource of the stack. ``spec`` is already validated, so nothing here can fail half-way on input."""
+    providers = {region: aws.Provider(f"aws-{region}", region=region) for region in spec.regions}
+    peers = {peer.name: WireGuardPeer(peer.name, _peer_args(spec, peer, providers)) for peer in spec.peers}
+    mesh = MeshComponent(
+        name,
+        MeshArgs(
+            mesh=spec.mesh, peers=peers, ssh_private_key=ssh_private_key, ssh_private_keys=dict(ssh_private_keys or {}), verify=verify
+        ),
+    )
+    return DeployedMesh(providers=providers, peers=peers, mesh=mesh)
+
+
+def _peer_args(spec: StackSpec, peer: PeerSpec, providers: Mapping[str, aws.Provider]) -> WireGuardPeerArgs:
+    member = spec.mesh.peer(peer.name)
+    host: AwsHostArgs | ExternalHostArgs
+    if peer.aws is not None:
+        settings = peer.aws
+        host = AwsHostArgs(
+            provider=providers[settings.region],
+            vpc_cidr=str(settings.vpc_cidr),
+            subnet_cidr=str(settings.subnet_cidr),
+            admin_cidrs=[str(cidr) for cidr in spec.admin_cidrs],
+            availability_zone=settings.availability_zone,
+            instance_type=settings.instance_type,
+            ssh_user=settings.ssh_user,
+            key_name=settings.key_name,
+            ssh_public_key=settings.ssh_public_key,
+            ami_id=settings.ami_id,
+            ami_owner=settings.ami_owner,
+            ami_name_filter=settings.ami_name_filter,
+            root_volume_size=settings.root_volume_size,
+            tags=dict(spec.tags),
+        )
+    else:
+        assert peer.external is not None
+        host = ExternalHostArgs(
+            ssh_host=peer.external.ssh_host,
+            ssh_port=peer.external.ssh_port,
+            ssh_user=peer.external.ssh_user,
+            endpoint_host=member.endpoint.host if member.endpoint is not None else None,
+            source_cidrs=[str(cidr) for cidr in peer.external.source_cidrs],
+        )
+    return WireGuardPeerArgs(
+        host=host, listen_port=member.listen_port, key_version=peer.key_version, mesh_routes=mesh_routes(spec.mesh, peer.name)
+    )
