@@ -4,13 +4,16 @@ Each command module exposes ``register(subparsers)`` which adds its parser and s
 taking the parsed arguments and returning the exit code. User mistakes (:class:`UserError`, bad mesh
 descriptions) are printed as plain messages, never as tracebacks.
 
-Exit codes: 0 success, 1 the input is invalid or a check failed, 2 the command line itself is wrong.
+Exit codes: 0 success, 1 the input is invalid, a file cannot be read or written, a needed tool is missing or a check
+failed, 2 the command line itself is wrong, 130 interrupted (Ctrl-C). A reader closing the output early
+(``python -m mesh graph ... | head``) is not an error: the command stops quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +22,7 @@ from mesh.errors import MeshConfigError
 COMMAND_MODULES = ("check", "render", "graph")
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 class UserError(Exception):
@@ -29,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mesh",
         description="wgmesh: validate, render and inspect WireGuard full-mesh descriptions.",
-        epilog="Exit codes: 0 success, 1 invalid input or failed check, 2 bad command line.",
+        epilog="Exit codes: 0 success, 1 invalid input, unusable file, missing tool or failed check, 2 bad command line, "
+        "130 interrupted. Every command has --help.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
@@ -40,10 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # inside the try: a closed pipe must surface here, not in the interpreter's exit flush
+        return code
     except MeshConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except BrokenPipeError:
+        # The reader went away (`| head`): not the user's mistake, nothing left to say. Point stdout at /dev/null
+        # so that the interpreter's final flush does not fail a second time and print a traceback after all.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
+    except OSError as exc:
+        # A file the command opened itself (an output path, a directory) that the system refused: the user's to fix.
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
