@@ -12,7 +12,9 @@ WireGuard interface is never brought up.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -86,31 +88,30 @@ def test_wg_quick_strip_accepts_every_rendered_file(three_peers: dict[str, Any],
         assert [section.entries for section in theirs.peers] == [section.entries for section in ours.peers]
 
 
-@pytest.fixture
-def wireguard_go(netns: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """A wireguard-go interface inside the test's namespace: (namespace, interface).
+@contextlib.contextmanager
+def running_wireguard_go(namespace: str, interface: str, log_path: Path) -> Iterator[str]:
+    """A wireguard-go interface ``interface`` inside ``namespace``, stopped (by its pid) and removed on exit.
 
     Run in the foreground (``-f``) under our own Popen, so we hold its pid and stop exactly that process. The UAPI
-    socket directory /var/run/wireguard is global, so the interface name is unique per test run.
+    socket directory /var/run/wireguard is global, so the interface name must be unique per test run.
     """
     require_tools("wireguard-go", "wg")
-    interface = f"wgt{os.getpid() % 1000000}"
     socket = Path("/var/run/wireguard") / f"{interface}.sock"
     env = {key: value for key, value in os.environ.items() if key != "WG_PROCESS_FOREGROUND"}
     env["WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD"] = "1"
-    log = (tmp_path / "wireguard-go.log").open("w")
+    log = log_path.open("w")
     process = subprocess.Popen(
-        ["ip", "netns", "exec", netns, "wireguard-go", "-f", interface], stdout=log, stderr=subprocess.STDOUT, env=env
+        ["ip", "netns", "exec", namespace, "wireguard-go", "-f", interface], stdout=log, stderr=subprocess.STDOUT, env=env
     )
     try:
         deadline = time.monotonic() + 10
         while not socket.exists():
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"wireguard-go did not start: {(tmp_path / 'wireguard-go.log').read_text()[-300:]}")
+                pytest.skip(f"wireguard-go did not start: {log_path.read_text()[-300:]}")
             time.sleep(0.05)
-        yield netns, interface
+        yield interface
     finally:
-        subprocess.run(["ip", "-n", netns, "link", "delete", interface], capture_output=True, timeout=10)
+        subprocess.run(["ip", "-n", namespace, "link", "delete", interface], capture_output=True, timeout=10)
         process.terminate()
         try:
             process.wait(timeout=5)
@@ -119,6 +120,13 @@ def wireguard_go(netns: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
             process.wait(timeout=5)
         log.close()
         socket.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def wireguard_go(netns: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A wireguard-go interface inside the test's namespace: (namespace, interface)."""
+    with running_wireguard_go(netns, f"wgt{os.getpid() % 1000000}", tmp_path / "wireguard-go.log") as interface:
+        yield netns, interface
 
 
 @pytest.mark.parametrize("variant", ["example", "dual-stack-nat"])
@@ -154,18 +162,26 @@ def test_wg_setconf_loads_the_rendered_mesh(
         assert {section.get("PublicKey") for section in showconf.peers} == set(expected)
 
 
-def _hooks(text: str, key: str, interface: str) -> list[str]:
-    return [command.replace("%i", interface) for command in parse_config(text).get_all(key)]
+# iptables as installed (nf_tables on Debian 12 and Ubuntu 22.04+) and iptables-legacy (Ubuntu 20.04, older AMIs).
+BACKENDS = {"default": "", "legacy": "-legacy"}
 
 
-def _wgmesh_rules(namespace: str, binary: str) -> list[str]:
-    saved = run("ip", "netns", "exec", namespace, f"{binary}-save")
+def _hooks(text: str, key: str, interface: str, backend: str = "") -> list[str]:
+    """The PostUp or PostDown commands as wg-quick runs them (``%i`` replaced), optionally with iptables-legacy."""
+    commands = [command.replace("%i", interface) for command in parse_config(text).get_all(key)]
+    return [re.sub(r"\b(ip6?tables) ", rf"\1{backend} ", command) for command in commands]
+
+
+def _wgmesh_rules(namespace: str, binary: str, backend: str = "", counters: bool = False) -> list[str]:
+    saved = run("ip", "netns", "exec", namespace, f"{binary}{backend}-save", *(["-c"] if counters else []))
     return [line for line in saved.splitlines() if "wgmesh" in line]
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @pytest.mark.parametrize("variant", ["example", "dual-stack-nat"])
-def test_postup_is_idempotent_and_postdown_removes_every_rule(netns: str, three_peers: dict[str, Any], variant: str) -> None:
-    require_tools("iptables", "iptables-save", "bash", "sysctl")
+def test_postup_is_idempotent_and_postdown_removes_every_rule(netns: str, three_peers: dict[str, Any], variant: str, backend: str) -> None:
+    suffix = BACKENDS[backend]
+    require_tools(f"iptables{suffix}", f"iptables{suffix}-save", "bash", "sysctl")
     require_root_netns()
     mesh = load_mesh(variants(three_peers)[variant])
     keys = seeded_keys(mesh.names)
@@ -173,22 +189,178 @@ def test_postup_is_idempotent_and_postdown_removes_every_rule(netns: str, three_
     text = render_peer_config(mesh, "zhy", keys)
     binaries = ["iptables"] + (["ip6tables"] if any(n.version == 6 for n in mesh.networks) else [])
     if "ip6tables" in binaries:
-        require_tools("ip6tables", "ip6tables-save")
+        require_tools(f"ip6tables{suffix}", f"ip6tables{suffix}-save")
 
     def apply(key: str) -> None:
-        for command in _hooks(text, key, interface):
+        for command in _hooks(text, key, interface, suffix):
             run("ip", "netns", "exec", netns, "bash", "-c", command)
 
     apply("PostUp")
-    first = {binary: _wgmesh_rules(netns, binary) for binary in binaries}
+    first = {binary: _wgmesh_rules(netns, binary, suffix) for binary in binaries}
     apply("PostUp")  # a restart, or wg-quick up after a crash without down
-    second = {binary: _wgmesh_rules(netns, binary) for binary in binaries}
+    second = {binary: _wgmesh_rules(netns, binary, suffix) for binary in binaries}
     assert first == second
     expected_rules = sum(1 for command in _hooks(text, "PostUp", interface) if " -A " in command)
     assert sum(len(rules) for rules in second.values()) == expected_rules
     for rules in second.values():
         assert len(rules) == len(set(rules)), "no rule twice"
+        # Two FORWARD accepts, the mark, and two MASQUERADEs per family, however many subnets the others route.
+        assert len(rules) == 5
+        assert sum("-j MARK --set-xmark 0x1000000/0x1000000" in rule and "-i wg0 -o ens5" in rule for rule in rules) == 1
+        assert sum("-m mark --mark 0x1000000/0x1000000" in rule and "-j MASQUERADE" in rule for rule in rules) == 1
     assert run("ip", "netns", "exec", netns, "sysctl", "-n", "net.ipv4.ip_forward").strip() == "1"
     apply("PostDown")
-    assert all(_wgmesh_rules(netns, binary) == [] for binary in binaries)
+    assert all(_wgmesh_rules(netns, binary, suffix) == [] for binary in binaries)
     apply("PostDown")  # down twice must not fail either
+
+
+# A gateway peer with a VPC behind its egress interface, and a client peer with a subnet of its own.
+TRAFFIC_MESH: dict[str, Any] = {
+    "network": ["10.255.0.0/24", "fd00:255::/64"],
+    "peers": [
+        {
+            "name": "gw",
+            "address": ["10.255.0.1", "fd00:255::1"],
+            "endpoint": "203.0.113.1:51820",
+            "subnets": ["192.168.77.0/24", "fd00:77::/64"],
+            "egress_interface": "ens5",
+        },
+        {
+            "name": "cl",
+            "address": ["10.255.0.2", "fd00:255::2"],
+            "endpoint": "203.0.113.2:51820",
+            "subnets": ["172.31.77.0/24", "fd00:31::/64"],
+        },
+    ],
+}
+
+
+@contextlib.contextmanager
+def namespaces(*roles: str) -> Iterator[dict[str, str]]:
+    """Throwaway network namespaces, one per role (``wgmesh-<role>-<pid>``), deleted afterwards even on failure."""
+    require_root_netns()
+    names = {role: f"wgmesh-{role}-{os.getpid()}" for role in roles}
+    try:
+        for name in names.values():
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10)
+            created = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=10)
+            if created.returncode != 0:
+                pytest.skip(f"cannot create a network namespace: {created.stderr.strip()}")
+            run("ip", "-n", name, "link", "set", "lo", "up")
+        yield names
+    finally:
+        for name in names.values():
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10)
+
+
+def _ping_all(probes: dict[str, tuple[str, list[str]]], wait: int) -> dict[str, bool]:
+    """Run one ``ping -c 1`` per probe, concurrently (failures each cost ``wait`` seconds): label -> answered."""
+    processes = {
+        label: subprocess.Popen(
+            ["ip", "netns", "exec", namespace, "ping", "-n", "-c", "1", "-W", str(wait), *arguments],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for label, (namespace, arguments) in probes.items()
+    }
+    return {label: process.wait(timeout=wait + 10) == 0 for label, process in processes.items()}
+
+
+def test_masquerade_lets_a_vpc_host_without_a_route_back_answer_the_tunnel(tmp_path: Path) -> None:
+    """Real packets: client ns -> WireGuard (wireguard-go) -> gateway ns -> egress veth -> "VPC host" ns.
+
+    The VPC host has only its connected network: no route to the tunnel network or to the client's subnet. So a
+    ping from the client, from its tunnel address or from an address in its subnet, is answered only if the
+    gateway masquerades it out of its egress interface; and the gateway's own pings sourced from its tunnel
+    address only if the tunnel-network rule does. Checked three times: with every PostUp rule but the
+    MASQUERADEs (nothing answers), after PostUp twice (everything answers, and the mark rule counted packets),
+    and after PostDown (no wgmesh rule left, nothing answers).
+
+    Network rule: every address lives in the three namespaces made here (203.0.113.0/24 is a veth between them).
+    """
+    require_root_netns()
+    require_tools("wireguard-go", "wg", "wg-quick", "iptables", "iptables-save", "ip6tables", "ip6tables-save", "ping", "bash")
+    mesh = load_mesh(TRAFFIC_MESH)
+    keys = seeded_keys(mesh.names)
+    suffix = os.getpid() % 100000
+    with (
+        namespaces("cl", "gw", "vpc") as ns,
+        running_wireguard_go(ns["cl"], f"wgc{suffix}", tmp_path / "cl.log") as wg_cl,
+        running_wireguard_go(ns["gw"], f"wgg{suffix}", tmp_path / "gw.log") as wg_gw,
+    ):
+
+        def ip(role: str, *arguments: str) -> str:
+            return run("ip", "-n", ns[role], *arguments)
+
+        # Underlay between the two peers (their endpoints), and the gateway's egress link into the VPC.
+        ip("cl", "link", "add", "ul0", "type", "veth", "peer", "name", "ul0", "netns", ns["gw"])
+        ip("gw", "link", "add", "ens5", "type", "veth", "peer", "name", "eth0", "netns", ns["vpc"])
+        for role, device, addresses in [
+            ("cl", "ul0", ["203.0.113.2/24"]),
+            ("gw", "ul0", ["203.0.113.1/24"]),
+            ("gw", "ens5", ["192.168.77.1/24", "fd00:77::1/64"]),
+            ("vpc", "eth0", ["192.168.77.2/24", "fd00:77::2/64"]),
+        ]:
+            for address in addresses:
+                ip(role, "addr", "add", address, "dev", device, *(["nodad"] if ":" in address else []))
+            ip(role, "link", "set", device, "up")
+        ip("cl", "addr", "add", "172.31.77.1/32", "dev", "lo")  # a host of the client's subnet
+        ip("cl", "addr", "add", "fd00:31::1/128", "dev", "lo")
+
+        # Each peer's rendered file, loaded the way wg-quick does it: strip, setconf, addresses, routes.
+        texts = {}
+        for role, interface in (("cl", wg_cl), ("gw", wg_gw)):
+            texts[role] = render_peer_config(mesh, role, keys)
+            source = tmp_path / f"{role}.conf"
+            source.write_text(texts[role])
+            source.chmod(0o600)
+            stripped = tmp_path / f"{role}.stripped.conf"
+            stripped.write_text(run("wg-quick", "strip", str(source)))
+            stripped.chmod(0o600)
+            run("ip", "netns", "exec", ns[role], "wg", "setconf", interface, str(stripped))
+            for address in mesh.peer(role).addresses:
+                ip(role, "addr", "add", str(address), "dev", interface, *(["nodad"] if address.version == 6 else []))
+            ip(role, "link", "set", interface, "up")
+            for remote in mesh.others(role):
+                for subnet in remote.subnets:
+                    ip(role, "route", "add", str(subnet), "dev", interface)
+
+        for unreachable in ("10.255.0.2", "172.31.77.1", "fd00:255::2", "fd00:31::1"):
+            probe = subprocess.run(["ip", "-n", ns["vpc"], "route", "get", unreachable], capture_output=True, timeout=10)
+            assert probe.returncode != 0, f"the VPC host must have no route back to {unreachable}"
+        deadline = time.monotonic() + 15
+        while not _ping_all({"handshake": (ns["cl"], ["10.255.0.1"])}, wait=1)["handshake"]:
+            assert time.monotonic() < deadline, f"no tunnel: {(tmp_path / 'cl.log').read_text()[-300:]}"
+
+        def apply(commands: list[str]) -> None:
+            for command in commands:
+                run("ip", "netns", "exec", ns["gw"], "bash", "-c", command)
+
+        probes = {
+            "client tunnel address, IPv4": (ns["cl"], ["-I", "10.255.0.2", "192.168.77.2"]),
+            "client subnet, IPv4": (ns["cl"], ["-I", "172.31.77.1", "192.168.77.2"]),
+            "client tunnel address, IPv6": (ns["cl"], ["-6", "-I", "fd00:255::2", "fd00:77::2"]),
+            "client subnet, IPv6": (ns["cl"], ["-6", "-I", "fd00:31::1", "fd00:77::2"]),
+            "gateway tunnel address, IPv4": (ns["gw"], ["-I", "10.255.0.1", "192.168.77.2"]),
+            "gateway tunnel address, IPv6": (ns["gw"], ["-6", "-I", "fd00:255::1", "fd00:77::2"]),
+        }
+        post_up = _hooks(texts["gw"], "PostUp", wg_gw)
+        apply([command for command in post_up if "MASQUERADE" not in command])
+        assert _ping_all(probes, wait=1) == dict.fromkeys(probes, False), "forwarding alone: the VPC host cannot answer"
+
+        apply(post_up)
+        apply(post_up)
+        assert _ping_all(probes, wait=3) == dict.fromkeys(probes, True), "masqueraded: every probe answered"
+        for binary in ("iptables", "ip6tables"):
+            rules = _wgmesh_rules(ns["gw"], binary, counters=True)
+            assert len(rules) == len(set(rules)) == 5, rules
+            marked = [rule for rule in rules if "-m mark --mark 0x1000000/0x1000000" in rule]
+            tunnel = [rule for rule in rules if "-s 10.255.0.0/24" in rule or "-s fd00:255::/64" in rule]
+            assert len(marked) == len(tunnel) == 1
+            packets = [int(re.match(r"\[(\d+):", rule).group(1)) for rule in (marked[0], tunnel[0])]  # type: ignore[union-attr]
+            assert packets[0] >= 2 and packets[1] >= 1, f"the client's two flows were marked, the gateway's own was not: {rules}"
+
+        apply(_hooks(texts["gw"], "PostDown", wg_gw))
+        assert _wgmesh_rules(ns["gw"], "iptables") == [] and _wgmesh_rules(ns["gw"], "ip6tables") == []
+        client_probes = {label: probe for label, probe in probes.items() if probe[0] == ns["cl"]}
+        assert _ping_all(client_probes, wait=1) == dict.fromkeys(client_probes, False), "PostDown removed the NAT"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mesh import load_mesh
 from mesh.addressing import allocate
-from mesh.render import build_peer_config, render_all
+from mesh.render import build_peer_config, forwarding_rules, render_all
 from mesh.wgconf import WgConfig, WgPeerSection, format_config, parse_config
 from tests.conftest import seeded_keys
 
@@ -117,6 +117,28 @@ def test_parse_of_render_is_the_structure(raw: dict[str, Any]) -> None:
     for name in mesh.names:
         structure = build_peer_config(mesh, name, keys)
         assert parse_config(format_config(structure, header="anything\nat all")) == structure
+
+
+@SETTINGS
+@given(meshes())
+def test_nat_is_a_fixed_handful_of_rules_present_exactly_where_the_tunnel_can_deliver_that_family(raw: dict[str, Any]) -> None:
+    """Per family: one MARK + one mark MASQUERADE iff some other peer's AllowedIPs hold that family (WireGuard
+    delivers nothing else through %i), one tunnel-source MASQUERADE iff there is a tunnel network of it; never
+    a rule naming a subnet, so the count does not grow with the mesh."""
+    mesh = load_mesh(raw)
+    subnets = {str(subnet) for peer in mesh.peers for subnet in peer.subnets}
+    for peer in mesh.peers:
+        up, down = forwarding_rules(mesh, peer)
+        for family, binary in ((4, "iptables "), (6, "ip6tables ")):
+            rules = [command for command in up if command.startswith(binary)]
+            delivered = any(network.version == family for other in mesh.others(peer.name) for network in other.allowed_ips)
+            tunnel = any(network.version == family for network in mesh.networks)
+            marks = [command for command in rules if f"-j MARK --set-xmark {mesh.nat_mark:#x}/{mesh.nat_mark:#x}" in command]
+            masquerades = [command for command in rules if "-j MASQUERADE" in command]
+            assert len(marks) == (peer.nat and delivered)
+            assert len(masquerades) == (peer.nat and delivered) + (peer.nat and tunnel)
+        assert not any(subnet in command for subnet in subnets for command in up + down)
+        assert len(down) == sum(" -A " in command for command in up) <= 10
 
 
 value_text = st.from_regex(r"[A-Za-z0-9+/=%.:,\-_ ]{0,30}[A-Za-z0-9+/=%.:,\-_]", fullmatch=True).map(str.strip).filter(bool)
