@@ -1,0 +1,195 @@
+"""The lab's layout: names and addresses of every namespace, and the Pulumi stack file that describes it.
+
+Pure (no subprocess): the runner (:mod:`lab.netns`) builds exactly what :func:`plan` describes, and tests and the
+stack file read the same plan, so an address is written down in one place only.
+
+Layout for host ``i`` (1-based)::
+
+    root ns (198.51.100.1, veth wgl-root) ──┐
+                                            │  wgl-inet: bridge br0, "the internet", 198.51.100.0/24 (TEST-NET-2)
+    wgl-h<i>   eth0 198.51.100.<10+i> ──────┤
+               lan0 10.201.<i>.1/24 ──── wgl-h<i>-lan  eth0 10.201.<i>.10 (default via .1)   "the VPC"
+
+    behind NAT (--nat-peer, the last host):
+    wgl-h<i>-nat eth0 198.51.100.<10+i> ────┘  MASQUERADE for 100.64.<i>.0/24, DNAT tcp/22 -> 100.64.<i>.2
+                 priv0 100.64.<i>.1/24 ──── wgl-h<i>  eth0 100.64.<i>.2 (default via .1), lan0 as above
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PREFIX = "wgl-"
+INET_NETNS = f"{PREFIX}inet"
+INET_CIDR = "198.51.100.0/24"
+INET_PREFIXLEN = 24
+ROOT_LINK = f"{PREFIX}root"
+ROOT_ADDRESS = "198.51.100.1"
+BRIDGE = "br0"
+PUBLIC_IF = "eth0"
+LAN_IF = "lan0"
+NAT_PRIVATE_IF = "priv0"
+LAN_CLIENT_IF = "eth0"
+TUNNEL_NETWORK = "10.255.0.0/24"
+WG_INTERFACE = "wg0"
+WG_PORT = 51820
+SSH_PORT = 22
+MAX_PEERS = 200
+# Interfaces the lab itself makes inside a host namespace: a reboot deletes every other one (wg0 and the like).
+HOST_BASE_LINKS = frozenset({"lo", PUBLIC_IF, LAN_IF})
+_HOST_NAME = re.compile(r"^h([1-9][0-9]{0,2})$")
+
+
+@dataclass(frozen=True)
+class Host:
+    """One lab host ("a server in some cloud") with its LAN, and its NAT router when it sits behind one."""
+
+    index: int
+    behind_nat: bool = False
+
+    @property
+    def name(self) -> str:
+        """The peer name in the stack file, and what ``lab exec`` / ``lab reboot`` take."""
+        return f"h{self.index}"
+
+    @property
+    def netns(self) -> str:
+        return f"{PREFIX}{self.name}"
+
+    @property
+    def lan_netns(self) -> str:
+        return f"{PREFIX}{self.name}-lan"
+
+    @property
+    def nat_netns(self) -> str | None:
+        return f"{PREFIX}{self.name}-nat" if self.behind_nat else None
+
+    @property
+    def bridge_port(self) -> str:
+        """The host's (or its NAT router's) port on the internet bridge, named after the host."""
+        return self.name
+
+    @property
+    def public_address(self) -> str:
+        """Where the internet reaches this host: its own address, or its NAT router's."""
+        return f"198.51.100.{10 + self.index}"
+
+    @property
+    def address(self) -> str:
+        """The address on the host's own ``eth0``: private (100.64.<i>.2, RFC 6598) when it is behind NAT."""
+        return f"100.64.{self.index}.2" if self.behind_nat else self.public_address
+
+    @property
+    def address_prefixlen(self) -> int:
+        return 24
+
+    @property
+    def nat_inside_address(self) -> str:
+        return f"100.64.{self.index}.1"
+
+    @property
+    def lan_subnet(self) -> str:
+        return f"10.201.{self.index}.0/24"
+
+    @property
+    def lan_gateway(self) -> str:
+        """The host's address on its LAN (``lan0``): the LAN client's default gateway."""
+        return f"10.201.{self.index}.1"
+
+    @property
+    def lan_client(self) -> str:
+        return f"10.201.{self.index}.10"
+
+    @property
+    def tunnel_address(self) -> str:
+        return f"10.255.0.{self.index}"
+
+    @property
+    def ssh_host(self) -> str:
+        """What the program's SSH (in the root namespace) dials: behind NAT, the router's port-forward."""
+        return self.public_address
+
+    @property
+    def endpoint(self) -> str | None:
+        """The WireGuard endpoint other peers dial; none behind NAT (the host dials out and keeps the path alive)."""
+        return None if self.behind_nat else f"{self.public_address}:{WG_PORT}"
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.netns, self.lan_netns) + ((self.nat_netns,) if self.nat_netns else ())
+
+
+def plan(peers: int, *, nat_peer: bool = False) -> list[Host]:
+    """The hosts of a lab with ``peers`` hosts; with ``nat_peer`` the last one sits behind NAT."""
+    if not 1 <= peers <= MAX_PEERS:
+        raise ValueError(f"--peers must be between 1 and {MAX_PEERS}, not {peers}")
+    if nat_peer and peers < 2:
+        raise ValueError("--nat-peer needs at least 2 peers: a host behind NAT can only talk to a host with an endpoint")
+    return [Host(index, behind_nat=nat_peer and index == peers) for index in range(1, peers + 1)]
+
+
+def host_index(name: str) -> int | None:
+    """``h7`` -> 7; None for anything else."""
+    match = _HOST_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def mesh_description(hosts: list[Host]) -> dict[str, Any]:
+    """The ``wgmesh:mesh`` value (contracts.md §2): every host as an external peer reached over the lab's SSH."""
+    peers: list[dict[str, Any]] = []
+    for host in hosts:
+        peer: dict[str, Any] = {
+            "name": host.name,
+            "kind": "external",
+            "ssh_host": host.ssh_host,
+            "ssh_port": SSH_PORT,
+            "ssh_user": "root",
+            "address": host.tunnel_address,
+        }
+        if host.endpoint is not None:
+            peer["endpoint"] = host.endpoint
+        peer["subnets"] = [host.lan_subnet]
+        peer["egress_interface"] = LAN_IF
+        peers.append(peer)
+    return {"network": TUNNEL_NETWORK, "interface": WG_INTERFACE, "keepalive": 25, "peers": peers}
+
+
+def stack_config(hosts: list[Host], ssh_key_path: Path) -> dict[str, Any]:
+    """The whole ``Pulumi.lab.yaml`` document; the key path is absolute so the file works from any directory."""
+    return {"config": {"wgmesh:sshPrivateKeyPath": str(ssh_key_path), "wgmesh:mesh": mesh_description(hosts)}}
+
+
+def stack_yaml(hosts: list[Host], ssh_key_path: Path) -> str:
+    header = (
+        "# Written by `python -m mesh lab up`: the local network-namespace lab as a wgmesh stack.\n"
+        "# `pulumi up --stack lab` builds the mesh on it (SSH from this machine's root namespace).\n"
+    )
+    return header + yaml.safe_dump(stack_config(hosts, ssh_key_path), sort_keys=False, default_flow_style=None, width=140)
+
+
+def target_namespace(hosts: Mapping[str, Host], target: str) -> tuple[Host | None, str]:
+    """What ``lab exec TARGET`` enters: (the host when TARGET is a host, else None; the network namespace).
+
+    TARGET is ``h<i>`` (a host: its network and mount namespaces), ``h<i>-lan`` (its LAN client), ``h<i>-nat``
+    (its NAT router) or ``inet`` (the internet bridge); a ``wgl-`` prefix is accepted too.
+    """
+    name = target.removeprefix(PREFIX)
+    if name == "inet":
+        return None, INET_NETNS
+    base, _, role = name.partition("-")
+    host = hosts.get(base)
+    if host is not None:
+        if role == "":
+            return host, host.netns
+        if role == "lan":
+            return None, host.lan_netns
+        if role == "nat" and host.nat_netns:
+            return None, host.nat_netns
+    choices = ", ".join(sorted(hosts, key=lambda key: int(key[1:])))
+    raise KeyError(f"no such lab target {target!r}: use a host ({choices}), <host>-lan, <host>-nat for the NAT router, or inet")

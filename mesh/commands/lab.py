@@ -1,0 +1,170 @@
+"""``python -m mesh lab up|down|status|exec|reboot``: the local network-namespace lab (root on Linux).
+
+The lab (package :mod:`lab`, not part of the pure core) makes N "cloud servers" out of network namespaces on one
+machine, each with sshd, a LAN behind it and optionally one behind NAT, and writes ``Pulumi.lab.yaml`` so that
+``pulumi up --stack lab`` builds the mesh on them exactly as it would on real servers. This module only parses the
+command line and prints; every failure the user can fix (not root, a tool missing, a lab already up) is a plain
+``error:`` line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from mesh.cli import EXIT_INVALID, EXIT_OK, UserError
+
+EPILOG = (
+    "Needs root on Linux and: iproute2, util-linux (nsenter, unshare), openssh-server, openssh-client, iptables, "
+    "wireguard-tools, wireguard-go. Exit codes: 0 done (status: every host healthy), 1 a problem (printed), "
+    "2 bad command line; exec exits with the command's code."
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "lab",
+        help="build a local multi-cloud lab on network namespaces (root)",
+        description="A local 'multi-cloud' on network namespaces: N hosts on a fake internet (198.51.100.0/24), each "
+        "with sshd (root login by the lab's ed25519 key only), a LAN 10.201.<i>.0/24 behind it, optionally the last "
+        "one behind NAT (its SSH is port-forwarded on the NAT router's public address). `lab up` writes "
+        "Pulumi.lab.yaml describing the hosts as external peers.",
+        epilog=EPILOG,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--state",
+        type=Path,
+        default=Path("lab-state"),
+        metavar="DIR",
+        help="the lab's state directory: key, host configs, state file (default: ./lab-state)",
+    )
+    actions = parser.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
+
+    up = actions.add_parser("up", parents=[common], help="build the lab and write Pulumi.lab.yaml", epilog=EPILOG)
+    up.add_argument("--peers", type=int, required=True, metavar="N", help="how many hosts (1-200)")
+    up.add_argument("--nat-peer", action="store_true", help="put the last host behind NAT (no public endpoint)")
+    up.add_argument(
+        "--stack-file",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also write the stack file here (e.g. Pulumi.lab.yaml beside Pulumi.yaml); repeatable",
+    )
+    up.set_defaults(func=run_up)
+
+    down = actions.add_parser("down", parents=[common], help="remove every namespace, process, veth and mount the lab made")
+    down.set_defaults(func=run_down)
+
+    status = actions.add_parser("status", parents=[common], help="show the hosts, their SSH and WireGuard interfaces")
+    status.set_defaults(func=run_status)
+
+    exec_ = actions.add_parser(
+        "exec",
+        parents=[common],
+        help="run a command in a lab namespace",
+        description="Run a command inside a lab namespace: HOST (h1, h2, ...: the host's network and mount namespaces, "
+        "as if logged in on it), HOST-lan (the client on its LAN, 10.201.<i>.10), HOST-nat (its NAT router) or inet. "
+        "Without a command, an interactive shell. Example: python -m mesh lab exec h1-lan -- ping -c1 10.201.2.10",
+    )
+    exec_.add_argument("target", metavar="HOST", help="h<i>, h<i>-lan, h<i>-nat or inet")
+    exec_.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
+    exec_.set_defaults(func=run_exec)
+
+    reboot = actions.add_parser(
+        "reboot",
+        parents=[common],
+        help="power-cycle a host: kill its processes and WireGuard interface, then boot (sshd, wg-quick up)",
+    )
+    reboot.add_argument("host", metavar="HOST", help="h<i>")
+    reboot.set_defaults(func=run_reboot)
+
+
+def _lab(args: argparse.Namespace):  # -> lab.Lab (imported lazily: the other commands never load the lab)
+    from lab import Lab
+
+    return Lab(args.state)
+
+
+def _user_errors(fn):
+    """Turn :class:`lab.LabError` into :class:`UserError`, which the CLI prints as one ``error:`` line (exit 1)."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        from lab import LabError
+
+        try:
+            return fn(args)
+        except LabError as exc:
+            raise UserError(str(exc)) from None
+
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@_user_errors
+def run_up(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    started = time.monotonic()
+    hosts = lab.up(args.peers, nat_peer=args.nat_peer, stack_files=args.stack_file)
+    print(f"lab up: {len(hosts)} hosts in {time.monotonic() - started:.1f}s (state {lab.state_dir})")
+    for host in hosts:
+        where = f"endpoint {host.endpoint}" if host.endpoint else f"behind NAT ({host.address}), ssh via {host.ssh_host}:22"
+        print(f"  {host.name:<5} ssh root@{host.ssh_host:<15} {where:<40} LAN {host.lan_subnet} (client {host.lan_client})")
+    print(f"stack file: {lab.stack_path}" + "".join(f", {path}" for path in args.stack_file))
+    print(f"ssh key: {lab.key_path}   try: python -m mesh lab exec h1 -- wg show   |   python -m mesh lab down")
+    return EXIT_OK
+
+
+@_user_errors
+def run_down(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    started = time.monotonic()
+    removed = lab.down()
+    if not removed:
+        print(f"lab down: no lab state in {lab.state_dir}, nothing to remove")
+    else:
+        summary = ", ".join(f"{count} {kind}" for kind, count in removed.items())
+        print(f"lab down: removed {summary} in {time.monotonic() - started:.1f}s")
+    return EXIT_OK
+
+
+@_user_errors
+def run_status(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    statuses = lab.status()
+    rows = [["host", "ssh", "sshd", "endpoint", "LAN", "wireguard"]]
+    for status in statuses:
+        rows.append(
+            [
+                status.name,
+                f"{status.ssh_host}:22 " + ("ok" if status.ssh_ok else "DOWN"),
+                str(status.sshd_pid) if status.sshd_pid else "not running",
+                status.endpoint or "none (NAT)",
+                status.lan_subnet,
+                ", ".join(status.wg_interfaces) or "-",
+            ]
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    print(f"lab in {lab.state_dir}: {len(statuses)} hosts")
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK if all(status.healthy for status in statuses) else EXIT_INVALID
+
+
+@_user_errors
+def run_exec(args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    return _lab(args).exec(args.target, argv)
+
+
+@_user_errors
+def run_reboot(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    result = _lab(args).reboot(args.host)
+    wg = ", ".join(result["wg_up"]) or "no WireGuard config installed"
+    print(f"lab reboot {result['host']}: killed {result['killed']} processes, up again in {time.monotonic() - started:.1f}s ({wg})")
+    return EXIT_OK
