@@ -64,9 +64,12 @@ class MeshComponent(pulumi.ComponentResource):
         mesh = args.mesh
         peers = {peer.name: args.peers[peer.name] for peer in mesh.peers}
 
+        # One Output over every peer's sources and public keys, then O(1) derived Outputs per peer: keeps the graph
+        # (and the program's run time) linear in the number of peers.
+        all_sources = pulumi.Output.all(**{peer_name: peer.wireguard_sources for peer_name, peer in peers.items()})
         for peer_name, peer in peers.items():
-            sources = [other.wireguard_sources for other_name, other in peers.items() if other_name != peer_name]
-            peer.admit_wireguard_from(pulumi.Output.all(*sources).apply(lambda lists: sorted({c for cidrs in lists for c in cidrs})))
+            peer.admit_wireguard_from(all_sources.apply(lambda by_peer, me=peer_name: _sources_except(by_peer, me)))
+        self.public_keys = pulumi.Output.all(**{peer_name: peer.public_key for peer_name, peer in peers.items()})
 
         secret = random_seed(f"{name}-psk-secret", key_version=args.mesh_secret_version, parent=self) if args.preshared_keys else None
         self.configs = pulumi.Output.secret(_render(mesh, peers, secret))
@@ -131,13 +134,12 @@ class MeshComponent(pulumi.ComponentResource):
         mesh_digest: pulumi.Output[str],
     ) -> command.remote.Command:
         others = [(other.name, str(other.addresses[0].ip)) for other in mesh.others(peer_name)]
-        keys = pulumi.Output.all(*[args.peers[other_name].public_key for other_name, _ in others])
-        script = pulumi.Output.all(keys, mesh_digest).apply(
+        script = pulumi.Output.all(self.public_keys, mesh_digest).apply(
             lambda values: (
                 f"# wgmesh: verify {peer_name}, mesh sha256={values[1]}\n"
                 + verify_script(
                     mesh.interface,
-                    [(other_name, key, address) for (other_name, address), key in zip(others, values[0], strict=True)],
+                    [(other_name, values[0][other_name], address) for other_name, address in others],
                     timeout_seconds=args.verify_timeout,
                 )
             )
@@ -150,6 +152,11 @@ class MeshComponent(pulumi.ComponentResource):
             logging=command.remote.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self, depends_on=installs),
         )
+
+
+def _sources_except(by_peer: Mapping[str, list[str]], name: str) -> list[str]:
+    """Every other peer's WireGuard source addresses, sorted and unique (a security group rule's CIDR list)."""
+    return sorted({cidr for other, cidrs in by_peer.items() if other != name for cidr in cidrs})
 
 
 def _check_args(args: MeshArgs) -> None:

@@ -192,6 +192,7 @@ def synthetic_stack(peers: int, *, external_every: int = 3) -> dict[str, Any]:
     members: list[dict[str, Any]] = []
     for index in range(peers):
         name = f"p{index}"
+        address = {"address": f"10.255.{index // 250}.{1 + index % 250}"}
         if external_every and index % external_every == external_every - 1:
             members.append(
                 {
@@ -200,6 +201,7 @@ def synthetic_stack(peers: int, *, external_every: int = 3) -> dict[str, Any]:
                     "ssh_host": f"198.51.{100 + index // 250}.{1 + index % 250}",
                     "endpoint": f"198.51.{100 + index // 250}.{1 + index % 250}:51820",
                     "subnets": [f"10.{100 + index // 256}.{index % 256}.0/24"],
+                    **address,
                 }
             )
         else:
@@ -210,8 +212,9 @@ def synthetic_stack(peers: int, *, external_every: int = 3) -> dict[str, Any]:
                     "region": REGIONS[index % len(REGIONS)],
                     "vpc_cidr": f"172.{16 + index // 256}.{index % 256}.0/24",
                     "key_name": "ops",
+                    **address,
                 }
             )
     return {
-        "wgmesh:mesh": {"network": "10.255.0.0/22" if peers > 250 else "10.255.0.0/24", "admin_cidrs": ["203.0.113.7/32"], "peers": members}
+        "wgmesh:mesh": {"network": "10.255.0.0/22" if peers > 240 else "10.255.0.0/24", "admin_cidrs": ["203.0.113.7/32"], "peers": members}
     }
