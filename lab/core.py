@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -288,6 +289,8 @@ class Lab:
         resolved = self.state_dir.resolve()
         if resolved == Path("/run") or Path("/run") in resolved.parents:
             raise LabError(f"--state {self.state_dir}: must not be under /run (each lab host mounts its own /run)")
+        if any(ch.isspace() or ch in "\"'\\%" for ch in str(self.state_dir)):
+            raise LabError(f"--state {self.state_dir!r}: use a path without spaces, quotes, backslashes or % (sshd_config paths)")
 
     def _check_free(self, hosts: list[Host]) -> None:
         """Refuse to start over anything that exists already: we would otherwise "own" and later delete it."""
@@ -429,15 +432,22 @@ class Lab:
         run(["unshare", f"--uts={uts}", "hostname", host.name])
         state.record("mounts", str(uts))
         etc_wireguard = directory / "etc-wireguard"
-        script = (
-            "set -e\n"
+        # Its own root home directory too (no workstation dotfiles in SSH sessions), unless the state lives under /root.
+        home: Path | None = None
+        if not self.state_dir.resolve().is_relative_to("/root"):
+            home = directory / "root-home"
+            home.mkdir(mode=0o700, exist_ok=True)
+        lines = [
+            "set -e",
             # Copies of other hosts' handles and of /run/netns would keep those namespaces alive: drop them here.
-            f"umount -l {self.ns_dir} 2>/dev/null || true\n"
-            "umount -l /run/netns 2>/dev/null || true\n"
-            f"mount --bind {etc_wireguard} /etc/wireguard\n"
-            "umount -l /sys 2>/dev/null || true\n"
-            "mount -t sysfs sysfs /sys\n"
-        )
+            f"umount -l {shlex.quote(str(self.ns_dir))} 2>/dev/null || true",
+            "umount -l /run/netns 2>/dev/null || true",
+            f"mount --bind {shlex.quote(str(etc_wireguard))} /etc/wireguard",
+            *([f"mount --bind {shlex.quote(str(home))} /root"] if home else []),
+            "umount -l /sys 2>/dev/null || true",
+            "mount -t sysfs sysfs /sys",
+        ]
+        script = "\n".join(lines) + "\n"
         run(self.in_host(host, ["sh", "-c", script]))
         self._fresh_run(host)
 
@@ -626,8 +636,8 @@ LoginGraceTime 60
 
     def exec(self, target: str, argv: Sequence[str], *, timeout: float | None = None) -> int:
         """Run ``argv`` in ``target`` with our stdin/stdout/stderr; its exit code."""
-        check_prerequisites(("ip", "nsenter"))
         command = self.exec_argv(target, argv or ["bash", "-l"])
+        check_prerequisites(("ip", "nsenter"))
         try:
             return subprocess.run(command, env=tool_env(), timeout=timeout).returncode
         except FileNotFoundError as exc:

@@ -1,0 +1,484 @@
+"""The network-namespace lab (``lab/``, ``python -m mesh lab``) and the SSH executor (``tests/lab_executor.py``).
+
+* a lab's whole life: up (3 hosts, the last behind NAT) leaves only the 198.51.100.0/24 route in the root
+  namespace; down leaves no ``wgl-*`` namespace, veth, mount or process and is idempotent;
+* on a shared lab: sshd answers from the root namespace with the lab key only (also through the NAT router's
+  port-forward), LAN clients reach their host, hosts reach each other over the internet bridge, the NAT host
+  reaches out but nobody reaches in, each host has its own ``/etc/wireguard``, ``/run`` and hostname, and a
+  reboot brings an installed ``wg0`` back with new processes;
+* the stack file ``Pulumi.lab.yaml`` validates with the program's own stack-config parser;
+* the executor: create runs once, a rerun with the same inputs is a no-op, changed stdin runs update, a dropped
+  resource runs delete, a failure fails the registration and is not recorded, registrations run in parallel;
+  everything checked through files the commands write on the lab hosts;
+* CLI errors (not root, tools missing, no lab up) are one line and exit 1, without a traceback.
+
+Network rule: nothing leaves the namespaces the lab makes (the root namespace only talks to 198.51.100.0/24 on
+the lab's own veth). Every wait is bounded; every lab is taken down in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from lab import Lab, LabError, check_prerequisites, topology
+from lab.core import ns_inode, processes_in
+from mesh.cli import main
+from tests.conftest import require_tools
+
+pytestmark = pytest.mark.lab
+
+SSH_BASE = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
+SSH_BASE += ["-o", "ConnectTimeout=5", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]
+
+
+def require_lab() -> None:
+    """Skip, saying what is missing, unless we are root with every tool the lab and the tests run."""
+    try:
+        check_prerequisites()
+    except LabError as exc:
+        pytest.skip(f"lab unavailable: {exc}")
+    require_tools("ssh", "ping")
+
+
+def ssh(
+    lab: Lab, host: str, script: str, *, key: Path | None = None, stdin: str = "", timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` as root on a lab host over SSH from the root namespace (like the Pulumi program does)."""
+    argv = ["ssh", "-i", str(key or lab.key_path), *SSH_BASE, f"root@{lab.host(host).ssh_host}", script]
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def host_processes(lab: Lab, name: str) -> list[int]:
+    """Pids of the processes in a host's network or mount namespace."""
+    host = lab.host(name)
+    return processes_in({ns_inode(lab.netns_path(host.netns)), ns_inode(lab.mount_handle(host))} - {None})
+
+
+def in_ns(lab: Lab, target: str, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(lab.exec_argv(target, argv), capture_output=True, text=True, timeout=timeout)
+
+
+def root_snapshot() -> dict[str, Any]:
+    """What the lab may change in the root namespace: routes (every table, both families), rules, links."""
+
+    def lines(*argv: str) -> list[str]:
+        return sorted(subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout.splitlines())
+
+    return {
+        "routes4": lines("ip", "-4", "route", "show", "table", "all"),
+        "routes6": lines("ip", "-6", "route", "show", "table", "all"),
+        "rules": lines("ip", "rule", "show"),
+        "links": sorted(
+            json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, timeout=10).stdout), key=str
+        ),
+        "netns": lines("ip", "netns", "list"),
+    }
+
+
+def link_names(snapshot: dict[str, Any]) -> set[str]:
+    return {link["ifname"] for link in snapshot["links"]}
+
+
+def lab_processes(state_dir: Path) -> list[str]:
+    """Command lines of live processes that mention the lab's state directory (sshd -f <state>/...)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(state_dir) in cmdline:
+                found.append(cmdline)
+    return found
+
+
+# --------------------------------------------------------------------------------------------- whole life cycle
+# First in the file on purpose: two labs cannot be up at once (same namespaces and addresses), and the shared
+# lab below is created lazily by the first test that needs it.
+
+
+def test_up_then_down_leaves_only_the_lab_route_and_then_nothing(tmp_path: Path) -> None:
+    require_lab()
+    before = root_snapshot()
+    state_dir = tmp_path / "state"
+    lab = Lab(state_dir)
+    namespaces: set[tuple[int, int]] = set()
+    try:
+        started = time.monotonic()
+        hosts = lab.up(3, nat_peer=True)
+        assert time.monotonic() - started < 60
+        assert [host.name for host in hosts] == ["h1", "h2", "h3"]
+        during = root_snapshot()
+        main4 = set(subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True, timeout=10).stdout.splitlines())
+        added = set(during["routes4"]) - set(before["routes4"])
+        # The main table gained exactly the connected 198.51.100.0/24 route; the local table only its own entries.
+        assert [line for line in added if line in main4] == ["198.51.100.0/24 dev wgl-root proto kernel scope link src 198.51.100.1 "]
+        assert all("dev wgl-root" in line and "198.51.100." in line for line in added), added
+        assert set(before["routes4"]) <= set(during["routes4"])
+        assert during["routes6"] == before["routes6"]
+        assert during["rules"] == before["rules"]
+        assert link_names(during) - link_names(before) == {"wgl-root"}
+        made = {line.split()[0] for line in during["netns"]} - {line.split()[0] for line in before["netns"]}
+        assert made == {"wgl-inet", *(ns for host in hosts for ns in host.namespaces)}
+        for name in ("wgl-inet", *(ns for host in hosts for ns in host.namespaces)):
+            inode = os.stat(f"/run/netns/{name}")
+            namespaces.add((inode.st_dev, inode.st_ino))
+        assert lab_processes(state_dir), "sshd processes should run while the lab is up"
+        # Secrets and state: 0600 files in a 0700 directory.
+        assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+        for path in [
+            lab.key_path,
+            lab.state_path,
+            lab.stack_path,
+            *lab.hosts_dir.glob("*/ssh_host_ed25519_key*"),
+            *lab.hosts_dir.glob("*/sshd*"),
+        ]:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        removed = lab.down()
+    assert removed["netns"] == 3 * 2 + 1 + 1  # hosts, LANs, the internet, the NAT router
+    after = root_snapshot()
+    assert not [line for line in after["netns"] if line.startswith(topology.PREFIX)]
+    assert link_names(after) == link_names(before)
+    assert after["routes4"] == before["routes4"] and after["routes6"] == before["routes6"] and after["rules"] == before["rules"]
+    assert not lab_processes(state_dir)
+    assert not processes_in(namespaces)
+    assert str(state_dir) not in Path("/proc/self/mountinfo").read_text()
+    assert sorted(path.name for path in state_dir.iterdir()) == ["id_ed25519", "id_ed25519.pub"]
+    # Idempotent, and quiet when there is nothing.
+    assert lab.down() == {}
+    assert main(["lab", "down", "--state", str(state_dir)]) == 0
+
+
+def test_down_never_touches_what_it_did_not_make(tmp_path: Path) -> None:
+    """An unrelated ``wgl-*`` namespace makes ``up`` refuse to start, and survives ``down``."""
+    require_lab()
+    stray = "wgl-h2-lan"
+    subprocess.run(["ip", "netns", "add", stray], check=True, timeout=10)
+    lab = Lab(tmp_path / "state")
+    try:
+        with pytest.raises(LabError, match="exist already"):
+            lab.up(2)
+        assert lab.down() == {}
+        assert os.path.exists(f"/run/netns/{stray}")
+    finally:
+        subprocess.run(["ip", "netns", "delete", stray], timeout=10)
+        lab.down()
+
+
+# ------------------------------------------------------------------------------------------------ shared lab
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Three hosts, h3 behind NAT; taken down after the module even when a test fails."""
+    require_lab()
+    shared = Lab(tmp_path_factory.mktemp("lab") / "state")
+    try:
+        shared.up(3, nat_peer=True)
+        yield shared
+    finally:
+        shared.down()
+
+
+def test_sshd_reachable_with_the_lab_key_on_every_host(lab: Lab) -> None:
+    for name in ("h1", "h2", "h3"):
+        result = ssh(lab, name, "hostname; id -u; cat /proc/sys/net/ipv4/ip_forward; ip -4 -o addr show dev eth0")
+        assert result.returncode == 0, result.stderr
+        hostname, uid, forwarding, address = result.stdout.splitlines()
+        assert (hostname, uid, forwarding) == (name, "0", "1")
+        assert lab.host(name).address + "/24" in address
+
+
+def test_sshd_refuses_any_other_key(lab: Lab, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True, timeout=10)
+    result = ssh(lab, "h1", "true", key=other)
+    assert result.returncode == 255 and "Permission denied" in result.stderr
+
+
+def test_lan_client_reaches_its_host_and_hosts_reach_each_other(lab: Lab) -> None:
+    for host in lab.hosts().values():
+        lan = in_ns(lab, f"{host.name}-lan", "ping", "-c", "1", "-W", "2", host.lan_gateway)
+        assert lan.returncode == 0, lan.stdout + lan.stderr
+    # Public hosts see each other on the internet bridge; the NAT host reaches out through its router.
+    for source, target in (("h1", "198.51.100.12"), ("h2", "198.51.100.11"), ("h3", "198.51.100.11"), ("h3", "198.51.100.12")):
+        result = in_ns(lab, source, "ping", "-c", "1", "-W", "2", target)
+        assert result.returncode == 0, f"{source} -> {target}: {result.stdout}{result.stderr}"
+    # Nobody reaches the NAT host's private address, nor another host's LAN (that is the mesh's job).
+    assert in_ns(lab, "h1", "ping", "-c", "1", "-W", "1", "100.64.3.2").returncode != 0
+    assert in_ns(lab, "h1", "ping", "-c", "1", "-W", "1", "10.201.2.10").returncode != 0
+
+
+def test_nat_host_is_masqueraded_and_has_no_inbound_path_but_ssh(lab: Lab) -> None:
+    seen = ssh(lab, "h3", "echo $SSH_CONNECTION")
+    assert seen.returncode == 0 and seen.stdout.split()[2] == "100.64.3.2"
+    rules = in_ns(lab, "h3-nat", "iptables", "-w", "5", "-t", "nat", "-S")
+    assert "-j MASQUERADE" in rules.stdout
+    assert [line for line in rules.stdout.splitlines() if "DNAT" in line] == [
+        "-A PREROUTING -d 198.51.100.13/32 -p tcp -m tcp --dport 22 -j DNAT --to-destination 100.64.3.2:22"
+    ]
+
+
+def test_each_host_has_its_own_wireguard_dirs_run_and_hostname(lab: Lab) -> None:
+    assert ssh(lab, "h1", "umask 077; echo h1-only > /etc/wireguard/probe; touch /run/probe").returncode == 0
+    assert (lab.host_dir(lab.host("h1")) / "etc-wireguard" / "probe").read_text() == "h1-only\n"
+    assert not (lab.host_dir(lab.host("h2")) / "etc-wireguard" / "probe").exists()
+    assert not Path("/etc/wireguard/probe").exists() and not Path("/run/probe").exists()
+    other = ssh(lab, "h2", "ls /etc/wireguard; ls /run; test -e /run/systemd/system && echo systemd; hostname")
+    assert other.stdout.split() == ["sshd", "h2"]
+    listing = in_ns(lab, "h1", "ls", "/sys/class/net")
+    assert sorted(listing.stdout.split()) == ["eth0", "lan0", "lo"]
+    assert ssh(lab, "h1", "rm -f /etc/wireguard/probe /run/probe").returncode == 0
+
+
+def test_reboot_brings_an_installed_wg0_back(lab: Lab) -> None:
+    keys = {
+        name: subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        for name in ("h1", "h2")
+    }
+    public = {
+        name: subprocess.run(["wg", "pubkey"], input=key + "\n", capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        for name, key in keys.items()
+    }
+    tunnel = {"h1": "10.255.0.1", "h2": "10.255.0.2"}
+    try:
+        for name, other in (("h1", "h2"), ("h2", "h1")):
+            config = (
+                f"[Interface]\nPrivateKey = {keys[name]}\nAddress = {tunnel[name]}/24\nListenPort = 51820\n\n"
+                f"[Peer]\nPublicKey = {public[other]}\nAllowedIPs = {tunnel[other]}/32\nEndpoint = {lab.host(other).public_address}:51820\n"
+            )
+            # The config travels on stdin, never on a command line (as the install scripts do).
+            result = ssh(lab, name, "umask 077; cat > /etc/wireguard/wg0.conf && wg-quick up wg0 2>&1 | tail -1", stdin=config)
+            assert result.returncode == 0, result.stdout + result.stderr
+        assert ssh(lab, "h1", "ping -c 1 -W 2 10.255.0.2").returncode == 0
+        # Hosts share the machine's PID namespace (pgrep on a host sees every host): look processes up by namespace.
+        old = set(host_processes(lab, "h1"))
+        untouched = set(host_processes(lab, "h2"))
+        assert ssh(lab, "h1", "touch /run/before-reboot").returncode == 0
+        started = time.monotonic()
+        result = lab.reboot("h1")
+        assert time.monotonic() - started < 30
+        assert result["wg_up"] == ["wg0"] and result["killed"] >= 2  # sshd, wireguard-go (its wg0 went with it)
+        assert not old & set(host_processes(lab, "h1")), "a reboot leaves no old process"
+        assert untouched <= set(host_processes(lab, "h2")), "another host's processes survive"
+        listing = ssh(lab, "h1", "ls /run; wg show interfaces")
+        assert listing.returncode == 0
+        assert "before-reboot" not in listing.stdout.split() and {"wireguard", "sshd", "wg0"} <= set(listing.stdout.split())
+        deadline = time.monotonic() + 20
+        while ssh(lab, "h1", "ping -c 1 -W 1 10.255.0.2").returncode != 0:
+            assert time.monotonic() < deadline, "tunnel did not come back after the reboot"
+        # h2 was not rebooted: its wg0 is still there.
+        assert lab.status()[1].wg_interfaces == ["wg0"]
+    finally:
+        for name in ("h1", "h2"):
+            ssh(lab, name, "wg-quick down wg0 >/dev/null 2>&1; rm -f /etc/wireguard/wg0.conf")
+
+
+def test_reboot_of_an_unknown_host_is_a_clear_error(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", "reboot", "--state", str(lab.state_dir), "h9"]) == 1
+    assert "no such lab host 'h9'" in capsys.readouterr().err
+
+
+def test_status_and_exec_through_the_cli(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lab", "status", "--state", str(lab.state_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "198.51.100.13:22 ok" in out and "none (NAT)" in out
+    assert main(["lab", "exec", "--state", str(lab.state_dir), "h2-lan", "--", "true"]) == 0
+    assert main(["lab", "exec", "--state", str(lab.state_dir), "h2-lan", "--", "false"]) == 1
+    assert main(["lab", "exec", "--state", str(lab.state_dir), "h7", "--", "true"]) == 1
+    assert "no such lab target 'h7'" in capsys.readouterr().err
+
+
+def test_stack_file_describes_the_hosts_and_validates(lab: Lab, tmp_path: Path) -> None:
+    from mesh.stackconfig import load_stack
+
+    document = yaml.safe_load(lab.stack_path.read_text())
+    config = document["config"]
+    assert config["wgmesh:sshPrivateKeyPath"] == str(lab.key_path)
+    peers = config["wgmesh:mesh"]["peers"]
+    assert [peer["ssh_host"] for peer in peers] == ["198.51.100.11", "198.51.100.12", "198.51.100.13"]
+    assert [peer.get("endpoint") for peer in peers] == ["198.51.100.11:51820", "198.51.100.12:51820", None]
+    assert all(peer["kind"] == "external" and peer["ssh_user"] == "root" and peer["egress_interface"] == "lan0" for peer in peers)
+    assert [peer["subnets"] for peer in peers] == [["10.201.1.0/24"], ["10.201.2.0/24"], ["10.201.3.0/24"]]
+    spec = load_stack(config["wgmesh:mesh"])
+    assert [peer.name for peer in spec.mesh.peers] == ["h1", "h2", "h3"]
+    assert spec.mesh.peers[2].endpoint is None
+
+
+def test_stack_file_elsewhere(tmp_path: Path) -> None:
+    """``--stack-file`` writes the same document to a second place (mode 0600); pure, no lab needed."""
+    hosts = topology.plan(2, nat_peer=True)
+    text = topology.stack_yaml(hosts, Path("/k/id_ed25519"))
+    config = yaml.safe_load(text)["config"]
+    assert config["wgmesh:mesh"]["peers"][1]["ssh_host"] == "198.51.100.12"
+    assert "endpoint" not in config["wgmesh:mesh"]["peers"][1]
+
+
+# ------------------------------------------------------------------------------------------------- executor
+
+
+def run_commands(executor: Any, lab: Lab, commands: dict[str, dict[str, str]]) -> dict[str, str]:
+    """One "pulumi up" of a fake program declaring ``remote.Command`` resources; their stdout by name."""
+    from pulumi_command import remote
+
+    key = lab.key_path.read_text()
+    pulumi.runtime.set_mocks(executor, project="wgmesh", stack="lab", preview=False)
+    outputs: dict[str, str] = {}
+
+    def program() -> pulumi.Output[Any]:
+        resources = {
+            name: remote.Command(
+                name,
+                connection=remote.ConnectionArgs(host=lab.host(spec["host"]).ssh_host, user="root", private_key=pulumi.Output.secret(key)),
+                create=f'printf "create %s\\n" "$(cat)" >> /etc/wireguard/{name}.log; echo created {name}',
+                update=f'printf "update %s env=%s\\n" "$(cat)" "${{PULUMI_COMMAND_STDOUT:-unset}}" >> /etc/wireguard/{name}.log; '
+                "echo updated",
+                delete=f'printf "delete\\n" >> /etc/wireguard/{name}.log',
+                stdin=pulumi.Output.secret(spec["stdin"]),
+                logging=remote.Logging.STDERR,
+            )
+            for name, spec in commands.items()
+        }
+        return pulumi.Output.all(**{name: resource.stdout for name, resource in resources.items()}).apply(outputs.update)
+
+    pulumi.runtime.test(program)()
+    executor.finish()
+    return outputs
+
+
+def command_log(lab: Lab, host: str, name: str) -> list[str]:
+    path = lab.host_dir(lab.host(host)) / "etc-wireguard" / f"{name}.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_executor_create_noop_update_delete(lab: Lab, tmp_path: Path) -> None:
+    from tests.lab_executor import LabExecutor
+
+    state = tmp_path / "executor.json"
+    declared = {"x-a": {"host": "h1", "stdin": "v1"}, "x-b": {"host": "h2", "stdin": "v1"}, "x-c": {"host": "h3", "stdin": "v1"}}
+    try:
+        first = LabExecutor(state)
+        assert run_commands(first, lab, declared) == {name: f"created {name}" for name in declared}
+        assert first.summary() == {"create": ["x-a", "x-b", "x-c"]}
+        assert stat.S_IMODE(state.stat().st_mode) == 0o600
+        assert "v1" not in state.read_text(), "stdin (a secret config) is kept as a hash only"
+
+        again = LabExecutor(state)
+        assert run_commands(again, lab, declared) == {name: f"created {name}" for name in declared}
+        assert again.summary() == {"noop": ["x-a", "x-b", "x-c"]}
+        assert {name: command_log(lab, spec["host"], name) for name, spec in declared.items()} == {name: ["create v1"] for name in declared}
+
+        changed = LabExecutor(state)
+        assert run_commands(changed, lab, {**declared, "x-a": {"host": "h1", "stdin": "v2"}})["x-a"] == "updated"
+        assert changed.summary() == {"noop": ["x-b", "x-c"], "update": ["x-a"]}
+        # The previous stdout is offered with SetEnv; the lab's sshd (no AcceptEnv, like stock images) drops it.
+        assert command_log(lab, "h1", "x-a") == ["create v1", "update v2 env=unset"]
+
+        dropped = LabExecutor(state)
+        run_commands(dropped, lab, {"x-a": {"host": "h1", "stdin": "v2"}, "x-c": {"host": "h3", "stdin": "v1"}})
+        assert dropped.summary() == {"delete": ["x-b"], "noop": ["x-a", "x-c"]}
+        assert command_log(lab, "h2", "x-b") == ["create v1", "delete"]
+        assert sorted(dropped.recorded()) == ["x-a", "x-c"]
+    finally:
+        cleanup = LabExecutor(state)
+        cleanup.finish()  # nothing declared: deletes whatever is left
+        for host in ("h1", "h2", "h3"):
+            for log in (lab.host_dir(lab.host(host)) / "etc-wireguard").glob("x-*.log"):
+                log.unlink()
+
+
+def test_executor_failure_fails_the_registration_and_is_not_recorded(lab: Lab, tmp_path: Path) -> None:
+    from pulumi_command import remote
+
+    from tests.lab_executor import CommandFailed, LabExecutor
+
+    executor = LabExecutor(tmp_path / "executor.json")
+    pulumi.runtime.set_mocks(executor, project="wgmesh", stack="lab", preview=False)
+
+    def program() -> pulumi.Output[Any]:
+        failing = remote.Command(
+            "x-fail",
+            connection=remote.ConnectionArgs(
+                host=lab.host("h1").ssh_host, user="root", private_key=pulumi.Output.secret(lab.key_path.read_text())
+            ),
+            create="echo 'wgmesh: rejected' >&2; exit 3",
+        )
+        return failing.stdout
+
+    with pytest.raises(CommandFailed, match=r"Process exited with status 3"):
+        pulumi.runtime.test(program)()
+    assert executor.summary() == {"failed": ["x-fail"]}
+    assert "wgmesh: rejected" in executor.failures["x-fail"]
+    assert executor.recorded() == {}
+
+
+def test_executor_runs_registrations_in_parallel_and_keeps_every_record(lab: Lab, tmp_path: Path) -> None:
+    from pulumi_command import remote
+
+    from tests.lab_executor import LabExecutor
+
+    state = tmp_path / "executor.json"
+    executor = LabExecutor(state)
+    pulumi.runtime.set_mocks(executor, project="wgmesh", stack="lab", preview=False)
+    key = lab.key_path.read_text()
+    count, pause = 6, 1.0
+
+    def program() -> pulumi.Output[Any]:
+        commands = [
+            remote.Command(
+                f"x-par{index}",
+                connection=remote.ConnectionArgs(host=lab.host(f"h{1 + index % 3}").ssh_host, private_key=pulumi.Output.secret(key)),
+                create=f"sleep {pause}; echo {index}",
+            )
+            for index in range(count)
+        ]
+        return pulumi.Output.all(*[command.stdout for command in commands])
+
+    started = time.monotonic()
+    pulumi.runtime.test(program)()
+    elapsed = time.monotonic() - started
+    executor.finish()
+    assert sorted(LabExecutor(state).recorded()) == [f"x-par{index}" for index in range(count)]
+    assert elapsed < count * pause * 0.9, f"{count} commands of {pause}s took {elapsed:.1f}s: not run in parallel"
+
+
+# ------------------------------------------------------------------------------------------------ CLI errors
+
+
+def test_cli_not_root_is_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert main(["lab", "up", "--peers", "2", "--state", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the lab needs root") and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_missing_tool_is_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import lab.core
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(lab.core, "which", lambda tool: None if tool in ("wireguard-go", "sshd") else "/bin/" + tool)
+    assert main(["lab", "up", "--peers", "2", "--state", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: the lab needs sshd, wireguard-go: apt-get install openssh-server wireguard-go\n"
+
+
+def test_cli_without_a_lab(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for argv in (["status"], ["exec", "h1", "--", "true"]):
+        assert main(["lab", *argv[:1], "--state", str(tmp_path), *argv[1:]]) == 1
+        assert "no lab is up" in capsys.readouterr().err
+    assert main(["lab", "up", "--peers", "0", "--state", str(tmp_path)]) == 1
+    assert "--peers must be between 1 and 200" in capsys.readouterr().err
