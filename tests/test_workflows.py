@@ -1,0 +1,168 @@
+"""The GitHub workflows (.github/workflows): actionlint over them, and the project's own rules that a linter cannot
+know: which stacks they cover, least-privilege permissions, secrets only through ``${{ secrets.* }}``, the
+passphrase for self-managed backends, the policy pack on every preview and update, and pinned actions."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+WORKFLOWS = REPO / ".github" / "workflows"
+SETUP_ACTION = REPO / ".github" / "actions" / "setup" / "action.yml"
+PREVIEW = WORKFLOWS / "preview.yml"
+DEPLOY = WORKFLOWS / "deploy.yml"
+
+
+def load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    # YAML 1.1 reads the key `on` as the boolean true.
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+def steps_using(workflow: dict[str, Any], action: str) -> list[tuple[str, dict[str, Any]]]:
+    """(job id, step) of every step whose ``uses`` is ``action`` at any version."""
+    return [
+        (job_id, step)
+        for job_id, job in workflow["jobs"].items()
+        for step in job.get("steps", [])
+        if str(step.get("uses", "")).split("@")[0] == action
+    ]
+
+
+def actionlint_binary() -> str | None:
+    """actionlint from the test extra (installed beside this interpreter) or from PATH."""
+    beside = Path(sys.executable).parent / "actionlint"
+    return str(beside) if beside.exists() else shutil.which("actionlint")
+
+
+def test_actionlint() -> None:
+    binary = actionlint_binary()
+    if binary is None:
+        pytest.skip("needs actionlint (pip install -e '.[test]' installs it)")
+    result = subprocess.run([binary, "-no-color", "-oneline"], capture_output=True, text=True, cwd=REPO, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
+    """The linter really runs: a workflow with a typo'd input and an injectable expression fails."""
+    binary = actionlint_binary()
+    if binary is None:
+        pytest.skip("needs actionlint (pip install -e '.[test]' installs it)")
+    bad = tmp_path / ".github" / "workflows" / "bad.yml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(
+        "on: pull_request\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - uses: pulumi/actions@v7\n        with:\n          commnd: preview\n"
+        "      - run: echo ${{ github.event.pull_request.title }}\n"
+    )
+    result = subprocess.run([binary, "-no-color", "-oneline", str(bad)], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert 'input "commnd" is not defined' in result.stdout and "potentially untrusted" in result.stdout
+
+
+def test_stacks_are_the_same_everywhere_and_exist() -> None:
+    preview, deploy = load(PREVIEW), load(DEPLOY)
+    previewed = preview["jobs"]["preview"]["strategy"]["matrix"]["stack"]
+    choices = deploy["on"]["workflow_dispatch"]["inputs"]["stack"]["options"]
+    on_push = re.search(r"\|\| '(\[.*?\])'", deploy["jobs"]["up"]["strategy"]["matrix"]["stack"])
+    assert on_push is not None, "deploy's matrix lists every stack for pushes"
+    assert "zhy" in previewed and previewed == choices == yaml.safe_load(on_push.group(1))
+    for stack in previewed:
+        assert (REPO / f"Pulumi.{stack}.yaml").exists(), f"Pulumi.{stack}.yaml is missing"
+
+
+def test_triggers() -> None:
+    assert load(PREVIEW)["on"] == {"pull_request": {"branches": ["main"]}}
+    deploy = load(DEPLOY)
+    assert set(deploy["on"]) == {"workflow_dispatch", "push"} and deploy["on"]["push"] == {"branches": ["main"]}
+    assert "WGMESH_DEPLOY_ON_PUSH == 'true'" in deploy["jobs"]["test"]["if"], "pushes deploy only when asked to"
+    assert deploy["jobs"]["up"]["concurrency"]["cancel-in-progress"] is False, "an update is never cancelled half-way"
+
+
+def test_least_privilege_permissions() -> None:
+    expected = {
+        (PREVIEW, "test"): None,
+        (PREVIEW, "preview"): {"contents": "read", "id-token": "write", "pull-requests": "write"},
+        (DEPLOY, "test"): None,
+        (DEPLOY, "up"): {"contents": "read", "id-token": "write"},
+    }
+    for path in (PREVIEW, DEPLOY):
+        workflow = load(path)
+        assert workflow["permissions"] == {"contents": "read"}, f"{path.name}: read-only by default"
+        for job_id, job in workflow["jobs"].items():
+            assert job.get("permissions") == expected[(path, job_id)], f"{path.name}: {job_id}"
+
+
+def test_pulumi_steps() -> None:
+    commands = {}
+    for path in (PREVIEW, DEPLOY):
+        steps = steps_using(load(path), "pulumi/actions")
+        assert steps, f"{path.name} runs pulumi/actions"
+        for _job, step in steps:
+            options, env = step["with"], step["env"]
+            commands[path.name] = options["command"]
+            assert options["policyPacks"] == "policy", "every preview and update runs the policy pack"
+            assert options["cloud-url"] == "${{ vars.PULUMI_BACKEND_URL }}", "the backend is configurable"
+            assert "matrix.stack" in options["stack-name"]
+            assert env["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
+            assert env["PULUMI_ACCESS_TOKEN"] == "${{ secrets.PULUMI_ACCESS_TOKEN }}"
+            assert options["suppress-outputs"] is True
+            if path == PREVIEW:
+                assert options["comment-on-pr"] is True and options["github-token"] == "${{ secrets.GITHUB_TOKEN }}"
+    assert commands == {"preview.yml": "preview", "deploy.yml": "up"}
+
+
+def test_aws_credentials_by_oidc_or_secrets() -> None:
+    for path in (PREVIEW, DEPLOY):
+        steps = [step for _job, step in steps_using(load(path), "aws-actions/configure-aws-credentials")]
+        by_condition = {step["if"]: step["with"] for step in steps}
+        assert by_condition["vars.AWS_ROLE_ARN != ''"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
+        keys = by_condition["vars.AWS_ROLE_ARN == ''"]
+        assert keys["aws-access-key-id"] == "${{ secrets.AWS_ACCESS_KEY_ID }}"
+        assert keys["aws-secret-access-key"] == "${{ secrets.AWS_SECRET_ACCESS_KEY }}"
+
+
+def test_secrets_only_through_expressions() -> None:
+    for path in [*WORKFLOWS.glob("*.yml"), SETUP_ACTION]:
+        text = path.read_text()
+        outside = re.sub(r"\$\{\{.*?\}\}", "", text)
+        assert "secrets." not in outside, f"{path.name}: a secret referenced outside ${{{{ }}}}"
+        for expression in re.findall(r"\$\{\{(.*?)\}\}", text):
+            if "secrets" in expression:
+                assert re.fullmatch(r"\s*secrets\.[A-Z_]+\s*", expression), f"{path.name}: {expression!r} is not a plain secret reference"
+        for pattern in (r"AKIA[0-9A-Z]{16}", r"pul-[0-9a-f]{40}", r"-----BEGIN", r"gh[pousr]_[A-Za-z0-9]{30,}"):
+            assert not re.search(pattern, text), f"{path.name}: something that looks like a credential"
+
+
+def test_actions_are_pinned() -> None:
+    for path in [*WORKFLOWS.glob("*.yml"), SETUP_ACTION]:
+        for uses in re.findall(r"uses:\s*(\S+)", path.read_text()):
+            if uses.startswith("./"):
+                assert (REPO / uses / "action.yml").exists(), uses
+                continue
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@(v\d+(\.\d+)*|[0-9a-f]{40})", uses), f"{path.name}: {uses} is not pinned to a release"
+
+
+def test_setup_action_prepares_what_pulumi_expects() -> None:
+    """The virtualenvs the composite action creates are the ones Pulumi.yaml and PulumiPolicy.yaml name."""
+    text = SETUP_ACTION.read_text()
+    program = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["runtime"]["options"]["virtualenv"]
+    pack = yaml.safe_load((REPO / "policy" / "PulumiPolicy.yaml").read_text())["runtime"]["options"]["virtualenv"]
+    assert f"python -m venv {program}\n" in text and f"python -m venv policy/{pack}\n" in text
+    assert "--requirement policy/requirements.txt" in text
+    for path in (PREVIEW, DEPLOY):
+        for job in load(path)["jobs"].values():
+            uses = [step.get("uses") for step in job["steps"]]
+            if any(str(item).startswith("pulumi/actions@") for item in uses):
+                assert "./.github/actions/setup" in uses
