@@ -252,3 +252,17 @@ def test_readme_mermaid_and_committed_svg_are_current() -> None:
     assert all(line in texts for line in node_lines), (
         "docs/topology.svg is stale: python -m mesh graph examples/mesh.yaml -o docs/topology.svg"
     )
+
+
+def test_committed_stack_picture_is_current() -> None:
+    """docs/stack-zhy.svg shows today's Pulumi.zhy.yaml, grouped by region."""
+    pytest.importorskip("mesh.stackconfig")
+    from mesh.commands.graph import stack_topology
+    from mesh.describe import load_description
+
+    graph = stack_topology(load_description(REPO / "Pulumi.zhy.yaml"))
+    root = ET.parse(REPO / "docs" / "stack-zhy.svg").getroot()
+    texts = " ".join(element.text or "" for element in root.iter(f"{SVG_NS}text"))
+    expected = [place for place, _ in graph.groups if place] + [line for node in graph.nodes for line in (node.name, *node.lines)]
+    assert all(line in texts for line in expected), "docs/stack-zhy.svg is stale: python -m mesh graph --stack zhy -o docs/stack-zhy.svg"
+    assert "docs/stack-zhy.svg" in (REPO / "README.md").read_text()
