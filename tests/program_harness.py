@@ -148,6 +148,8 @@ def run_program(
     mocks: RecordingMocks | None = None,
     secrets: Mapping[str, str] | None = None,
     preview: bool = False,
+    program: Path = PROGRAM,
+    project: str = "wgmesh",
 ) -> ProgramRun:
     """Run ``__main__.py`` for a stack whose config is ``config`` (as in ``Pulumi.<stack>.yaml``).
 
@@ -158,7 +160,7 @@ def run_program(
     values = {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
     secret_values = dict(secrets if secrets is not None else {"wgmesh:sshPrivateKey": FAKE_SSH_KEY})
     values.update(secret_values)
-    pulumi.runtime.set_mocks(mocks, project="wgmesh", stack=stack, preview=preview)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview)
     pulumi.runtime.set_all_config(values, secret_keys=list(secret_values))
     exports: dict[str, Any] = {}
     resolved: dict[str, Any] = {}
@@ -167,9 +169,9 @@ def run_program(
     def record(name: str, value: Any) -> None:
         exports[name] = value
 
-    def program() -> pulumi.Output[Any]:
+    def run() -> pulumi.Output[Any]:
         with mock.patch.object(pulumi, "export", record):
-            runpy.run_path(str(PROGRAM), run_name="__main__")
+            runpy.run_path(str(program), run_name="__main__")
 
         async def secretness() -> dict[str, bool]:
             return {name: await value.is_secret() if isinstance(value, pulumi.Output) else False for name, value in exports.items()}
@@ -180,7 +182,7 @@ def run_program(
 
         return pulumi.Output.all(pulumi.Output.from_input(exports).apply(lambda v: v), pulumi.Output.from_input(secretness())).apply(keep)
 
-    pulumi.runtime.test(program)()
+    pulumi.runtime.test(run)()
     return ProgramRun(mocks=mocks, exports=resolved, secret_exports=secret_flags)
 
 
