@@ -204,7 +204,7 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
     except MeshConfigError as exc:
         mesh_issues = [_user_path(issue, path, programs) for issue in exc.issues]
     if mesh is not None and any(kind == "aws" for _, kind, _, _ in programs):
-        _check_reachable_sources(issues, path, mesh, programs, admin_cidrs, raw_peers)
+        _check_reachable_sources(issues, path, mesh, programs, admin_cidrs or bool(raw.get("admin_cidrs")))
     all_issues = mesh_issues + issues.items
     if all_issues or mesh is None:
         raise MeshConfigError(sorted(all_issues, key=lambda issue: _path_order(issue.path)))
@@ -373,9 +373,7 @@ def _external(issues: _Issues, where: str, item: Mapping[str, Any]) -> dict[str,
     return {"ssh_host": host, "ssh_port": port, "ssh_user": user, "source_cidrs": tuple(sources)}
 
 
-def _check_reachable_sources(
-    issues: _Issues, path: str, mesh: Mesh, programs: list[tuple[str, str, Any, int]], admin: tuple[IPNetwork, ...], raw_peers: Any
-) -> None:
+def _check_reachable_sources(issues: _Issues, path: str, mesh: Mesh, programs: list[tuple[str, str, Any, int]], admin: Any) -> None:
     """AWS security groups admit WireGuard only from known addresses: every external peer must have some."""
     if not admin:
         issues.add(f"{path}.admin_cidrs", "missing: AWS peers admit SSH only from these", "list the addresses you run `pulumi up` from")

@@ -1,0 +1,114 @@
+"""The stack config (wgmesh:mesh) validation: defaults per kind, and errors that name the key the user wrote."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from mesh.errors import MeshConfigError
+from mesh.model import Endpoint
+from mesh.stackconfig import CANONICAL_OWNER, CANONICAL_OWNER_CHINA, load_stack, resolve_endpoints
+
+BASE: dict[str, Any] = {
+    "network": "10.255.0.0/24",
+    "admin_cidrs": ["203.0.113.7/32"],
+    "peers": [
+        {"name": "zhy", "kind": "aws", "region": "cn-northwest-1", "vpc_cidr": "192.168.10.0/24", "key_name": "ops"},
+        {
+            "name": "fra",
+            "kind": "aws",
+            "region": "eu-central-1",
+            "vpc_cidr": "192.168.40.0/24",
+            "key_name": "ops",
+            "instance_type": "t4g.small",
+        },
+        {"name": "pub", "kind": "external", "endpoint": "198.51.100.30:51820", "subnets": ["10.7.1.0/24"]},
+    ],
+}
+
+
+def stack(**changes: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(BASE)
+    raw.update(changes)
+    return raw
+
+
+def problems(raw: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(MeshConfigError) as caught:
+        load_stack(raw)
+    return {issue.path: f"{issue.problem}; {issue.fix}" for issue in caught.value.issues}
+
+
+def test_defaults_per_kind_and_partition() -> None:
+    spec = load_stack(stack())
+    zhy, fra, pub = spec.peers
+    assert spec.regions == ("cn-northwest-1", "eu-central-1")
+    assert zhy.aws is not None and zhy.aws.ami_owner == CANONICAL_OWNER_CHINA and "amd64" in zhy.aws.ami_name_filter
+    assert fra.aws is not None and fra.aws.ami_owner == CANONICAL_OWNER and "arm64" in fra.aws.ami_name_filter  # Graviton
+    assert zhy.aws.ssh_user == "ubuntu" and zhy.aws.subnet_cidr == zhy.aws.vpc_cidr
+    assert pub.external is not None and pub.external.ssh_host == "198.51.100.30" and pub.external.ssh_user == "root"
+    mesh = spec.mesh
+    assert [str(s) for s in mesh.peer("zhy").subnets] == ["192.168.10.0/24"]  # the VPC is routed
+    assert mesh.peer("zhy").egress_interface == "ens5" and mesh.peer("pub").egress_interface == "eth0"
+    assert mesh.peer("zhy").endpoint_pending and mesh.peer("zhy").endpoint is None
+
+
+def test_resolve_endpoints_fills_pending_ones() -> None:
+    mesh = resolve_endpoints(load_stack(stack()).mesh, {"zhy": "203.0.113.9"})
+    assert mesh.peer("zhy").endpoint == Endpoint("203.0.113.9", 51820) and not mesh.peer("zhy").endpoint_pending
+
+
+def test_vpc_overlap_is_reported_at_vpc_cidr_and_extra_subnets_keep_their_index() -> None:
+    raw = stack()
+    raw["peers"][1]["vpc_cidr"] = "192.168.10.0/24"
+    raw["peers"][0]["subnets"] = ["10.7.1.0/25"]
+    found = problems(raw)
+    assert "wgmesh:mesh.peers[1].vpc_cidr" in found and "peers[0].vpc_cidr" in found["wgmesh:mesh.peers[1].vpc_cidr"]
+    assert "wgmesh:mesh.peers[0].subnets[0]" in found or "wgmesh:mesh.peers[2].subnets[0]" in found
+
+
+@pytest.mark.parametrize(
+    ("edit", "path", "words"),
+    [
+        (lambda r: r["peers"][0].update(kind="gcp"), "wgmesh:mesh.peers[0].kind", "aws"),
+        (lambda r: r["peers"][0].update(ssh_host="x"), "wgmesh:mesh.peers[0].ssh_host", "not a field of a aws peer"),
+        (lambda r: r["peers"][2].update(region="eu-west-1"), "wgmesh:mesh.peers[2].region", "not a field"),
+        (lambda r: r["peers"][0].update(endpoint="1.2.3.4:1"), "wgmesh:mesh.peers[0].endpoint", "Elastic IP"),
+        (lambda r: r["peers"][0].update(vpc_cidr="10.0.0.0/8"), "wgmesh:mesh.peers[0].vpc_cidr", "/16 to /28"),
+        (lambda r: r["peers"][0].update(subnet_cidr="10.9.0.0/24"), "wgmesh:mesh.peers[0].subnet_cidr", "inside"),
+        (lambda r: r["peers"][0].update(ssh_public_key="ssh-ed25519 AAAA x"), "wgmesh:mesh.peers[0].key_name", "exactly one"),
+        (lambda r: r["peers"][0].update(instance_type="huge"), "wgmesh:mesh.peers[0].instance_type", "t3.micro"),
+        (lambda r: r["peers"][0].update(key_version=0), "wgmesh:mesh.peers[0].key_version", "rotate"),
+        (lambda r: r["peers"][2].update(ssh_port=70000), "wgmesh:mesh.peers[2].ssh_port", "port"),
+        (lambda r: r["peers"][2].pop("endpoint"), "wgmesh:mesh.peers[2].source_cidrs", "NAT"),
+        (lambda r: r.update(admin_cidrs=["0.0.0.0/0"]), "wgmesh:mesh.admin_cidrs[0]", "whole internet"),
+        (lambda r: r.pop("admin_cidrs"), "wgmesh:mesh.admin_cidrs", "missing"),
+        (lambda r: r.update(colour="blue"), "wgmesh:mesh.colour", "unknown field"),
+    ],
+)
+def test_each_mistake_names_its_key(edit: Any, path: str, words: str) -> None:
+    raw = stack()
+    edit(raw)
+    found = problems(raw)
+    assert path in found, found
+    assert words in found[path]
+
+
+def test_external_peer_behind_nat_with_source_cidrs_is_fine() -> None:
+    raw = stack()
+    raw["peers"][2].pop("endpoint")
+    raw["peers"][2].update(ssh_host="198.51.100.30", source_cidrs=["198.51.100.0/28"])
+    spec = load_stack(raw)
+    assert spec.mesh.peer("pub").endpoint is None
+    assert [str(c) for c in spec.peer("pub").external.source_cidrs] == ["198.51.100.0/28"]
+
+
+def test_every_problem_is_reported_at_once_in_file_order() -> None:
+    raw = stack()
+    raw["peers"][0]["region"] = "nowhere"
+    raw["peers"][2]["kind"] = "vm"
+    raw["admin_cidrs"] = ["bad"]
+    paths = list(problems(raw))
+    assert paths == ["wgmesh:mesh.admin_cidrs[0]", "wgmesh:mesh.peers[0].region", "wgmesh:mesh.peers[2].kind"]
