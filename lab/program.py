@@ -1,0 +1,200 @@
+"""Run the real ``__main__.py`` under Pulumi's mocks: ``pulumi up`` where no Pulumi engine can be installed.
+
+No Pulumi CLI, engine or provider plugin exists on the lab machine (or in CI), so :func:`run_program` stands in for
+``pulumi up``: it sets the stack config exactly as ``Pulumi.<stack>.yaml`` would, executes the program with
+``pulumi.runtime.set_mocks``, waits for every registration, and returns the registered resources (type, name,
+inputs, provider, parent) and the stack's exports with their secretness. :class:`RecordingMocks` answers like the
+clouds would, deterministically: an Elastic IP gets a documentation address, ``RandomBytes`` bytes derived from its
+name and keepers (so keys are stable across runs, as Pulumi's state keeps them, and change when ``key_version``
+does), ``get_ami`` an image id. :class:`lab.executor.LabExecutor` overrides ``new_resource`` for
+``command:remote:Command`` to run the program's install commands for real over SSH.
+
+Used by ``python -m mesh demo``, ``bench/lab.py`` and the tests (``tests/program_harness.py`` re-exports it with
+a fake SSH key as the default secret). Imports pulumi, so :mod:`mesh` never imports this module at load time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import runpy
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+
+REPO = Path(__file__).resolve().parent.parent
+PROGRAM = REPO / "__main__.py"
+
+
+# How the Pulumi RPC layer marks a secret value: mocks receive secret inputs wrapped in this sentinel.
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def is_secret_value(value: Any) -> bool:
+    """Whether a mock input arrived as a secret."""
+    return isinstance(value, dict) and value.get(SECRET_SIG_KEY) == SECRET_SIG_VALUE
+
+
+def unwrap_secrets(value: Any) -> Any:
+    """The plain value of a mock input, secrets unwrapped at any depth."""
+    if is_secret_value(value):
+        return unwrap_secrets(value["value"])
+    if isinstance(value, dict):
+        return {key: unwrap_secrets(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unwrap_secrets(item) for item in value]
+    return value
+
+
+@dataclass
+class Registered:
+    """One resource as the program registered it."""
+
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    provider: str | None
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plain(self) -> dict[str, Any]:
+        """The inputs with secrets unwrapped."""
+        return unwrap_secrets(self.inputs)
+
+    @property
+    def provider_name(self) -> str | None:
+        """The provider resource's name (``aws-cn-north-1``) from its reference ``urn::id``."""
+        if not self.provider:
+            return None
+        urn = self.provider.split("::id", 1)[0] if "::id" in self.provider else self.provider.rsplit("::", 1)[0]
+        return urn.rsplit("::", 1)[-1]
+
+
+def fake_public_ip(name: str) -> str:
+    """A stable documentation address (203.0.113.0/24) for an Elastic IP resource name."""
+    return f"203.0.113.{10 + int(hashlib.sha256(name.encode()).hexdigest(), 16) % 240}"
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Mocks that record every resource and return plausible, deterministic cloud outputs."""
+
+    def __init__(self, salt: str = "") -> None:
+        self.salt = salt
+        self.resources: list[Registered] = []
+        self.calls: list[pulumi_mocks.MockCallArgs] = []
+        self._lock = threading.Lock()
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        if args.typ == "aws:ec2/eip:Eip":
+            outputs["publicIp"] = fake_public_ip(args.name)
+        elif args.typ == "random:index/randomBytes:RandomBytes":
+            seed = hashlib.sha256(f"{self.salt}:{args.name}:{json.dumps(args.inputs.get('keepers'), sort_keys=True)}".encode()).digest()
+            outputs["base64"] = base64.b64encode(seed).decode()
+            outputs["hex"] = seed.hex()
+        elif args.typ == "aws:ec2/keyPair:KeyPair":
+            outputs["keyName"] = args.name
+        outputs.update(self.extra_outputs(args))
+        with self._lock:
+            self.resources.append(Registered(args.typ, args.name, dict(args.inputs), args.provider, outputs))
+        return f"{args.name}-id", outputs
+
+    def extra_outputs(self, args: pulumi_mocks.MockResourceArgs) -> dict[str, Any]:
+        """Hook for subclasses: outputs beyond the inputs (a command's stdout, ...)."""
+        return {}
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
+        with self._lock:
+            self.calls.append(args)
+        if args.token == "aws:ec2/getAmi:getAmi":
+            return {"id": "ami-0ubuntu2404", "architecture": "x86_64", "name": "ubuntu-noble-24.04"}
+        return {}
+
+    def of_type(self, typ: str) -> list[Registered]:
+        return [resource for resource in self.resources if resource.typ == typ]
+
+    def named(self, name: str) -> Registered:
+        matches = [resource for resource in self.resources if resource.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources named {name!r}")
+        return matches[0]
+
+
+@dataclass
+class ProgramRun:
+    """A finished run: the mocks (with every resource), the exports' values, and which exports are secret."""
+
+    mocks: RecordingMocks
+    exports: dict[str, Any]
+    secret_exports: dict[str, bool]
+
+
+def stack_config(path: Path) -> dict[str, Any]:
+    """The ``config:`` map of a ``Pulumi.<stack>.yaml`` file."""
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["config"]
+
+
+def run_program(
+    config: Mapping[str, Any],
+    *,
+    stack: str = "zhy",
+    mocks: RecordingMocks | None = None,
+    secrets: Mapping[str, str] | None = None,
+    preview: bool = False,
+    program: Path = PROGRAM,
+    project: str = "wgmesh",
+) -> ProgramRun:
+    """Run ``__main__.py`` for a stack whose config is ``config`` (as in ``Pulumi.<stack>.yaml``).
+
+    ``secrets`` are secret config values (``pulumi config set --secret``); none by default (the lab stack names its
+    key by ``wgmesh:sshPrivateKeyPath``). Exceptions the program or the mocks raise (a ``pulumi.RunError`` for bad
+    config, a failed command) propagate.
+    """
+    mocks = mocks or RecordingMocks()
+    values = {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
+    secret_values = dict(secrets or {})
+    values.update(secret_values)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview)
+    pulumi.runtime.set_all_config(values, secret_keys=list(secret_values))
+    exports: dict[str, Any] = {}
+    resolved: dict[str, Any] = {}
+    secret_flags: dict[str, bool] = {}
+
+    def record(name: str, value: Any) -> None:
+        exports[name] = value
+
+    def run() -> pulumi.Output[Any]:
+        # As Pulumi's Python host does: the program's directory first on sys.path, so its own modules import.
+        directory = str(Path(program).resolve().parent)
+        added = directory not in sys.path
+        if added:
+            sys.path.insert(0, directory)
+        try:
+            with mock.patch.object(pulumi, "export", record):
+                runpy.run_path(str(program), run_name="__main__")
+        finally:
+            if added and directory in sys.path:
+                sys.path.remove(directory)
+
+        async def secretness() -> dict[str, bool]:
+            return {name: await value.is_secret() if isinstance(value, pulumi.Output) else False for name, value in exports.items()}
+
+        def keep(values: list[Any]) -> None:
+            resolved.update(values[0])
+            secret_flags.update(values[1])
+
+        return pulumi.Output.all(pulumi.Output.from_input(exports).apply(lambda v: v), pulumi.Output.from_input(secretness())).apply(keep)
+
+    pulumi.runtime.test(run)()
+    return ProgramRun(mocks=mocks, exports=resolved, secret_exports=secret_flags)
