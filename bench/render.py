@@ -68,6 +68,7 @@ def cold_caches() -> None:
     public_key.cache_clear()
     render_module._text.cache_clear()
     render_module._iptables.cache_clear()
+    render_module._forwarding_rules.cache_clear()
 
 
 def wgmesh_render(raw: dict[str, Any], keys: dict[str, str]) -> dict[str, str]:

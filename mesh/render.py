@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from mesh.keys import PresharedKeyDeriver, public_key
 from mesh.model import IPNetwork, Mesh, Peer
-from mesh.wgconf import Entry, WgConfig, WgPeerSection, format_config
+from mesh.wgconf import NAME_COMMENT, Entry, WgConfig, WgPeerSection, format_config
 
 MARK = "wgmesh"
 
@@ -54,14 +54,18 @@ class MeshKeys:
 
     def _pair_key(self, public_a: str, public_b: str) -> str:
         """The preshared key of two peers whose private keys we hold, by their public keys; derived once per pair."""
-        assert self.mesh_secret is not None
         pair = (public_a, public_b) if public_a < public_b else (public_b, public_a)
         cached = self._psk_cache.get(pair)
         if cached is None:
-            if not self._deriver:
-                self._deriver.append(PresharedKeyDeriver(self.mesh_secret))
-            cached = self._psk_cache[pair] = self._deriver[0](*pair)
+            cached = self._psk_cache[pair] = self._derive()(*pair)
         return cached
+
+    def _derive(self) -> PresharedKeyDeriver:
+        """The deriver of this mesh secret's preshared keys, made once (its HKDF extract step runs only then)."""
+        assert self.mesh_secret is not None
+        if not self._deriver:
+            self._deriver.append(PresharedKeyDeriver(self.mesh_secret))
+        return self._deriver[0]
 
 
 @lru_cache(maxsize=65536)
@@ -138,14 +142,30 @@ def _text(network: IPNetwork) -> str:
 
 def build_peer_config(mesh: Mesh, name: str, keys: MeshKeys) -> WgConfig:
     """The structured wg-quick config of peer ``name``: its interface and one ``[Peer]`` per other member."""
-    return _build_peer_config(mesh, name, keys, {})
-
-
-def _build_peer_config(mesh: Mesh, name: str, keys: MeshKeys, texts: dict[str, tuple[str, str, str | None, bool]]) -> WgConfig:
-    """:func:`build_peer_config`, sharing each remote's AllowedIPs and Endpoint text across the configs of one mesh."""
     local = mesh.peer(name)
+    sections: list[WgPeerSection] = []
+    local_public = keys.public_key(name)
+    with_psk = keys.mesh_secret is not None and name in keys.private_keys
+    interface = _interface_entries(mesh, local, keys)
+    for remote in mesh.others(name):
+        public = keys.public_key(remote.name)
+        entries: list[Entry] = [("PublicKey", public)]
+        if with_psk and remote.name in keys.private_keys:
+            entries.append(("PresharedKey", keys._pair_key(local_public, public)))
+        entries.append(("AllowedIPs", ", ".join(_text(network) for network in remote.allowed_ips)))
+        if remote.endpoint is not None:
+            entries.append(("Endpoint", str(remote.endpoint)))
+        keepalive = mesh.keepalive_between(local, remote)
+        if keepalive:
+            entries.append(("PersistentKeepalive", str(keepalive)))
+        sections.append(WgPeerSection(remote.name, tuple(entries)))
+    return WgConfig(tuple(interface), tuple(sections))
+
+
+def _interface_entries(mesh: Mesh, local: Peer, keys: MeshKeys) -> list[Entry]:
+    """The ``[Interface]`` entries of ``local``'s config, in file order."""
     interface: list[Entry] = [("Address", ", ".join(str(address) for address in local.addresses))]
-    interface.append(("PrivateKey", keys.private_key(name)))
+    interface.append(("PrivateKey", keys.private_key(local.name)))
     interface.append(("ListenPort", str(local.listen_port)))
     if local.mtu is not None:
         interface.append(("MTU", str(local.mtu)))
@@ -156,45 +176,77 @@ def _build_peer_config(mesh: Mesh, name: str, keys: MeshKeys, texts: dict[str, t
     up, down = forwarding_rules(mesh, local)
     interface += [("PostUp", command) for command in (*up, *local.post_up)]
     interface += [("PostDown", command) for command in (*down, *local.post_down)]
-
-    sections: list[WgPeerSection] = []
-    local_public = keys.public_key(name)
-    with_psk = keys.mesh_secret is not None and name in keys.private_keys
-    for remote in mesh.others(name):
-        remote_texts = texts.get(remote.name)
-        if remote_texts is None:
-            allowed = ", ".join(_text(network) for network in remote.allowed_ips)
-            endpoint = None if remote.endpoint is None else str(remote.endpoint)
-            remote_texts = texts[remote.name] = (keys.public_key(remote.name), allowed, endpoint, remote.name in keys.private_keys)
-        entries: list[Entry] = [("PublicKey", remote_texts[0])]
-        if with_psk and remote_texts[3]:
-            entries.append(("PresharedKey", keys._pair_key(local_public, remote_texts[0])))
-        entries.append(("AllowedIPs", remote_texts[1]))
-        if remote_texts[2] is not None:
-            entries.append(("Endpoint", remote_texts[2]))
-        keepalive = mesh.keepalive_between(local, remote)
-        if keepalive:
-            entries.append(("PersistentKeepalive", str(keepalive)))
-        sections.append(WgPeerSection(remote.name, tuple(entries)))
-    return WgConfig(tuple(interface), tuple(sections))
+    return interface
 
 
 def header_for(mesh: Mesh, name: str) -> str:
     return f"{mesh.interface}.conf of peer {name}, generated by wgmesh: edits are overwritten.\nKeep mode 0600: it holds private keys."
 
 
+# A remote peer's [Peer] block as text, minus what differs between the files it appears in: its public key, the
+# block up to the PublicKey line, the AllowedIPs/Endpoint lines, whether we hold its private key (it then gets a
+# derived PresharedKey) and whether it is reachable (the only thing keepalive_between reads of the remote).
+_Block = tuple[str, str, str, bool, bool]
+
+
+def _render_text(mesh: Mesh, local: Peer, keys: MeshKeys, blocks: dict[str, _Block], psks: dict[str, dict[str, str]]) -> str:
+    """The wg-quick text of ``local``: ``format_config(build_peer_config(...), header=header_for(...))``, byte for byte.
+
+    Written straight to text instead, because in a mesh of N peers each remote's block is the same in all N-1
+    files but for its PresharedKey and PersistentKeepalive lines: ``blocks`` keeps each remote's shared text
+    across the files of one render, so the per-pair work is a few appends. ``psks`` maps a file's peer to the
+    preshared keys derived while writing it, so the other file of each pair looks its key up rather than deriving
+    it again (the derivation is most of the work left at hundreds of peers). The header and ``[Interface]`` still
+    go through :func:`format_config`; ``tests/test_properties.py`` holds the result equal to the structured path.
+    """
+    name = local.name
+    head = format_config(WgConfig(tuple(_interface_entries(mesh, local, keys)), ()), header=header_for(mesh, name), verify=False)
+    parts = [head[:-1]]  # format_config ends the file with one "\n", which comes after the [Peer] blocks
+    local_public = keys.public_key(name)
+    with_psk = keys.mesh_secret is not None and name in keys.private_keys
+    derive = keys._derive() if with_psk else None
+    derived = psks.setdefault(name, {})
+    keepalive_lines: dict[bool, str] = {}
+    for remote in mesh.peers:
+        if remote.name == name:
+            continue
+        block = blocks.get(remote.name)
+        if block is None:
+            public = keys.public_key(remote.name)
+            tail = "\nAllowedIPs = " + ", ".join(_text(network) for network in remote.allowed_ips)
+            if remote.endpoint is not None:
+                tail += f"\nEndpoint = {remote.endpoint}"
+            opening = f"\n\n[Peer]\n{NAME_COMMENT}{remote.name}\nPublicKey = {public}"
+            block = blocks[remote.name] = (public, opening, tail, remote.name in keys.private_keys, remote.reachable)
+        public, opening, tail, keyed, reachable = block
+        parts.append(opening)
+        if derive is not None and keyed:
+            earlier = psks.get(remote.name)
+            psk = None if earlier is None else earlier.get(name)
+            if psk is None:
+                psk = derived[remote.name] = derive(local_public, public)
+            parts.append("\nPresharedKey = " + psk)
+        parts.append(tail)
+        keepalive = keepalive_lines.get(reachable)
+        if keepalive is None:
+            value = mesh.keepalive_between(local, remote)
+            keepalive = keepalive_lines[reachable] = f"\nPersistentKeepalive = {value}" if value else ""
+        if keepalive:
+            parts.append(keepalive)
+    parts.append("\n")
+    return "".join(parts)
+
+
 def render_peer_config(mesh: Mesh, name: str, keys: MeshKeys) -> str:
     """The wg-quick text of peer ``name``. Byte-identical for the same mesh and keys."""
-    return format_config(build_peer_config(mesh, name, keys), header=header_for(mesh, name), verify=False)
+    return _render_text(mesh, mesh.peer(name), keys, {}, {})
 
 
 def render_all(mesh: Mesh, keys: MeshKeys) -> dict[str, str]:
-    """Every peer's config, keyed by peer name, in mesh order."""
-    texts: dict[str, tuple[str, str, str | None, bool]] = {}
-    return {
-        peer.name: format_config(_build_peer_config(mesh, peer.name, keys, texts), header=header_for(mesh, peer.name), verify=False)
-        for peer in mesh.peers
-    }
+    """Every peer's config, keyed by peer name, in mesh order; each remote's shared text and each pair's key once."""
+    blocks: dict[str, _Block] = {}
+    psks: dict[str, dict[str, str]] = {}
+    return {peer.name: _render_text(mesh, peer, keys, blocks, psks) for peer in mesh.peers}
 
 
 def config_digest(text: str) -> str:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mesh import load_mesh
 from mesh.addressing import allocate
-from mesh.render import build_peer_config, forwarding_rules, render_all
+from mesh.render import MeshKeys, build_peer_config, forwarding_rules, header_for, render_all, render_peer_config
 from mesh.wgconf import WgConfig, WgPeerSection, format_config, parse_config
 from tests.conftest import seeded_keys
 
@@ -117,6 +117,26 @@ def test_parse_of_render_is_the_structure(raw: dict[str, Any]) -> None:
     for name in mesh.names:
         structure = build_peer_config(mesh, name, keys)
         assert parse_config(format_config(structure, header="anything\nat all")) == structure
+
+
+@SETTINGS
+@given(meshes(), st.sampled_from(["psk", "no-psk", "public-only"]))
+def test_rendered_text_is_the_formatted_structure_byte_for_byte(raw: dict[str, Any], keying: str) -> None:
+    """render_all and render_peer_config write text directly (sharing each remote's block between files): they
+    must give exactly what formatting the structured config gives, the one layout wgconf defines."""
+    mesh = load_mesh(raw)
+    keys = seeded_keys(mesh.names, psk=keying != "no-psk")
+    if keying == "public-only":
+        last = mesh.names[-1]
+        keys = MeshKeys({name: keys.private_key(name) for name in mesh.names[:-1]}, keys.mesh_secret, {last: keys.public_key(last)})
+    expected = {
+        name: format_config(build_peer_config(mesh, name, keys), header=header_for(mesh, name))
+        for name in mesh.names
+        if name in keys.private_keys
+    }
+    assert {name: render_peer_config(mesh, name, keys) for name in expected} == expected
+    if keying != "public-only":
+        assert render_all(mesh, keys) == expected
 
 
 @SETTINGS
