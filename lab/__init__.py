@@ -4,7 +4,7 @@ Not part of the pure core: it runs ``ip``, ``nsenter``, ``mount`` and ``sshd``. 
 command line (:mod:`mesh.commands.lab`); :mod:`lab.topology` has the layout, :mod:`lab.core` builds it.
 """
 
-from lab.core import Lab, LabError, check_prerequisites
+from lab.core import Lab, LabBusy, LabError, check_prerequisites
 from lab.topology import Host, plan
 
-__all__ = ["Host", "Lab", "LabError", "check_prerequisites", "plan"]
+__all__ = ["Host", "Lab", "LabBusy", "LabError", "check_prerequisites", "plan"]

@@ -71,6 +71,10 @@ class LabError(Exception):
     """A problem the user can act on (not root, a tool missing, a lab already up); printed without a traceback."""
 
 
+class LabBusy(LabError):
+    """Another lab holds the machine (its namespaces, its veth or 198.51.100.0/24 exist): one lab per machine."""
+
+
 def tool_env() -> dict[str, str]:
     """The environment for every command: ours, with the sbin directories on PATH (``sudo`` may drop them)."""
     env = dict(os.environ)
@@ -247,14 +251,38 @@ class Lab:
         return ["nsenter", f"--net={self.netns_path(netns)}", "--", *argv]
 
     # ------------------------------------------------------------------------------------------------------ up
-    def up(self, peers: int, *, nat_peer: bool = False, stack_files: Sequence[Path] = (), workers: int = 16) -> list[Host]:
-        """Build the lab; on any failure remove what was made so far and raise :class:`LabError`."""
+    def up(
+        self,
+        peers: int,
+        *,
+        nat_peer: bool = False,
+        stack_files: Sequence[Path] = (),
+        workers: int = 16,
+        wait: float = 0.0,
+    ) -> list[Host]:
+        """Build the lab; on any failure remove what was made so far and raise :class:`LabError`.
+
+        The names and addresses are fixed, so one lab at a time fits on a machine. When another one holds it
+        (:class:`LabBusy`), retry for up to ``wait`` seconds: whoever creates a namespace first owns it, and a loser
+        removes only what it made itself, so concurrent test runs take turns instead of breaking each other.
+        """
         try:
             hosts = topology.plan(peers, nat_peer=nat_peer)
         except ValueError as exc:
             raise LabError(str(exc)) from None
         check_prerequisites()
         self._check_state_dir()
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return self._up_once(hosts, stack_files, workers)
+            except LabBusy:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+    def _up_once(self, hosts: list[Host], stack_files: Sequence[Path], workers: int) -> list[Host]:
+        peers, nat_peer = len(hosts), any(host.behind_nat for host in hosts)
         self._check_free(hosts)
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
@@ -298,17 +326,17 @@ class Lab:
         wanted = {topology.INET_NETNS} | {ns for host in hosts for ns in host.namespaces}
         taken = sorted(wanted & existing)
         if taken:
-            raise LabError(
+            raise LabBusy(
                 f"network namespaces {', '.join(taken)} exist already (another lab? `python -m mesh lab down --state DIR` "
                 "removes a lab, `ip netns delete NAME` a stray namespace)"
             )
         if run(["ip", "link", "show", topology.ROOT_LINK], check=False).returncode == 0:
-            raise LabError(f"interface {topology.ROOT_LINK} exists already in the root namespace (another lab is up?)")
+            raise LabBusy(f"interface {topology.ROOT_LINK} exists already in the root namespace (another lab is up?)")
         routes = run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout
         for route in json.loads(routes or "[]"):
             dst = route.get("dst", "")
             if dst.startswith("198.51.100.") or dst == topology.INET_CIDR:
-                raise LabError(f"the root namespace already routes {dst} (dev {route.get('dev')}): the lab needs {topology.INET_CIDR}")
+                raise LabBusy(f"the root namespace already routes {dst} (dev {route.get('dev')}): the lab needs {topology.INET_CIDR}")
 
     def _ensure_key(self) -> None:
         """The lab's SSH key (kept across ``down``/``up``, so a stack file's key path stays valid) and authorized_keys."""
@@ -322,7 +350,11 @@ class Lab:
         write_private(self.state_dir / "authorized_keys", pub.read_text().strip() + "\n")
 
     def _add_netns(self, state: LabState, name: str) -> None:
-        run(["ip", "netns", "add", name])
+        result = run(["ip", "netns", "add", name], check=False)
+        if result.returncode != 0:
+            if "exists" in result.stderr:
+                raise LabBusy(f"network namespace {name} appeared meanwhile (another lab is starting?)")
+            raise LabError(f"`ip netns add {name}` failed: {result.stderr.strip()}")
         state.record("netns", name)
         run(["ip", "-n", name, "link", "set", "lo", "up"])
 
@@ -349,7 +381,12 @@ class Lab:
         self._batch(topology.INET_NETNS, [f"link add {topology.BRIDGE} type bridge", f"link set {topology.BRIDGE} up"])
         self._sysctl(topology.INET_NETNS, {"net.bridge.bridge-nf-call-iptables": "0"}, optional=True)
         # The root namespace's one way in: a veth with 198.51.100.1/24 (so only the connected 198.51.100.0/24 route).
-        run(["ip", "link", "add", topology.ROOT_LINK, "type", "veth", "peer", "name", "root", "netns", topology.INET_NETNS])
+        result = run(
+            ["ip", "link", "add", topology.ROOT_LINK, "type", "veth", "peer", "name", "root", "netns", topology.INET_NETNS], check=False
+        )
+        if result.returncode != 0:
+            busy = "exists" in result.stderr
+            raise (LabBusy if busy else LabError)(f"cannot add {topology.ROOT_LINK} in the root namespace: {result.stderr.strip()}")
         state.record("links", topology.ROOT_LINK)
         disable_v6 = f"/proc/sys/net/ipv6/conf/{topology.ROOT_LINK}/disable_ipv6"
         if os.path.exists(disable_v6):

@@ -32,8 +32,10 @@ pulumi-command: a delete gets no stdin (the program's uninstall scripts read non
 
 Every other resource type is answered by :class:`tests.program_harness.RecordingMocks` (outputs = inputs plus
 plausible cloud values, id ``<name>-id``), so the real ``__main__.py`` runs unchanged with
-``run_program(config, stack="lab", mocks=LabExecutor(...))``. Registrations arrive on Pulumi's thread pool, in
-parallel: the state is guarded by a lock and every command runs outside it.
+``run_program(config, stack="lab", mocks=LabExecutor(...), secrets={})`` (no fake ``sshPrivateKey``: the lab stack
+names its key by ``wgmesh:sshPrivateKeyPath``). Registrations arrive on Pulumi's thread pool, in parallel (widened
+to ``parallel`` threads, as ``pulumi up --parallel`` would): the state is guarded by a lock and every command runs
+outside it.
 """
 
 from __future__ import annotations
@@ -48,12 +50,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.sync_await import _ensure_event_loop
 
 from tests.program_harness import RecordingMocks, Registered, unwrap_secrets
 
@@ -70,6 +74,21 @@ DIAL_ERROR = re.compile(
     re.MULTILINE,
 )
 log = logging.getLogger("wgmesh.lab_executor")
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def widen_thread_pool(workers: int) -> None:
+    """Let up to ``workers`` registrations (so SSH commands) run at once, like ``pulumi up --parallel``.
+
+    Pulumi's Python runtime calls the (mock) monitor through the event loop's default executor, which has only
+    min(32, CPUs + 4) threads: on a small machine a 30-host mesh would install six hosts at a time.
+    """
+    pool = _POOLS.get(workers)
+    if pool is None:
+        pool = _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lab-executor")
+    _ensure_event_loop().set_default_executor(pool)
 
 
 class CommandFailed(Exception):
@@ -174,8 +193,18 @@ def run_ssh(
 class LabExecutor(RecordingMocks):
     """Mocks that run ``remote.Command`` for real over SSH, with create/update/no-op/delete kept in ``state_path``."""
 
-    def __init__(self, state_path: Path | str, *, salt: str = "", command_timeout: float = 900.0, dial_pause: float = 1.0) -> None:
+    def __init__(
+        self,
+        state_path: Path | str,
+        *,
+        salt: str = "",
+        command_timeout: float = 900.0,
+        dial_pause: float = 1.0,
+        parallel: int | None = 64,
+    ) -> None:
         super().__init__(salt)
+        if parallel:
+            widen_thread_pool(parallel)
         self.state_path = Path(state_path)
         self.command_timeout = command_timeout
         self.dial_pause = dial_pause

@@ -31,7 +31,7 @@ import pulumi
 import pytest
 import yaml
 
-from lab import Lab, LabError, check_prerequisites, topology
+from lab import Lab, LabBusy, LabError, check_prerequisites, topology
 from lab.core import ns_inode, processes_in
 from mesh.cli import main
 from tests.conftest import require_tools
@@ -69,25 +69,47 @@ def in_ns(lab: Lab, target: str, *argv: str, timeout: float = 20) -> subprocess.
     return subprocess.run(lab.exec_argv(target, argv), capture_output=True, text=True, timeout=timeout)
 
 
+LAB_WAIT = 600.0  # other processes (benchmarks, other test runs) may hold the machine's one lab: take turns
+
+
+def up_or_skip(lab: Lab, peers: int, *, nat_peer: bool = False) -> list[topology.Host]:
+    """``lab.up``, waiting (bounded) while another lab holds the machine; skip if it never frees up."""
+    try:
+        return lab.up(peers, nat_peer=nat_peer, wait=LAB_WAIT)
+    except LabBusy as exc:
+        pytest.skip(f"another lab held this machine for {LAB_WAIT:.0f}s: {exc}")
+
+
+def wait_for_free_machine() -> None:
+    deadline = time.monotonic() + LAB_WAIT
+    while [name for name in os.listdir("/run/netns") if name.startswith(topology.PREFIX)] or os.path.exists("/sys/class/net/wgl-root"):
+        if time.monotonic() > deadline:
+            pytest.skip(f"another lab held this machine for {LAB_WAIT:.0f}s")
+        time.sleep(1)
+
+
+def is_lab_line(line: str) -> bool:
+    return "198.51.100." in line or topology.PREFIX in line
+
+
 def root_snapshot() -> dict[str, Any]:
-    """What the lab may change in the root namespace: routes (every table, both families), rules, links."""
+    """What the lab may change in the root namespace: routes (every table, both families), rules, links, namespaces.
+
+    Other processes on the machine create namespaces and links of their own meanwhile, so the lab's are told apart
+    by name (``wgl-*``) and routes by prefix (198.51.100.0/24); the rest must stay exactly as it was.
+    """
 
     def lines(*argv: str) -> list[str]:
         return sorted(subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout.splitlines())
 
+    links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, timeout=10, check=True).stdout)
     return {
         "routes4": lines("ip", "-4", "route", "show", "table", "all"),
         "routes6": lines("ip", "-6", "route", "show", "table", "all"),
         "rules": lines("ip", "rule", "show"),
-        "links": sorted(
-            json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, timeout=10).stdout), key=str
-        ),
-        "netns": lines("ip", "netns", "list"),
+        "lab_links": sorted(link["ifname"] for link in links if link["ifname"].startswith(topology.PREFIX)),
+        "lab_netns": sorted(name for name in os.listdir("/run/netns") if name.startswith(topology.PREFIX)),
     }
-
-
-def link_names(snapshot: dict[str, Any]) -> set[str]:
-    return {link["ifname"] for link in snapshot["links"]}
 
 
 def lab_processes(state_dir: Path) -> list[str]:
@@ -104,37 +126,45 @@ def lab_processes(state_dir: Path) -> list[str]:
     return found
 
 
+def assert_nothing_left(lab: Lab, namespaces: set[tuple[int, int]]) -> None:
+    """No namespace, process, veth or mount of this lab remains (another lab may have started since: other inodes)."""
+    assert not processes_in(namespaces), "processes of the lab survived"
+    for name in os.listdir("/run/netns"):
+        assert ns_inode(f"/run/netns/{name}") not in namespaces, f"namespace {name} of the lab survived"
+    assert not lab_processes(lab.state_dir)
+    assert str(lab.state_dir) not in Path("/proc/self/mountinfo").read_text()
+
+
 # --------------------------------------------------------------------------------------------- whole life cycle
-# First in the file on purpose: two labs cannot be up at once (same namespaces and addresses), and the shared
+# Two labs cannot be up at once (same namespaces and addresses): each test here waits for its turn, and the shared
 # lab below is created lazily by the first test that needs it.
 
 
 def test_up_then_down_leaves_only_the_lab_route_and_then_nothing(tmp_path: Path) -> None:
     require_lab()
+    wait_for_free_machine()
     before = root_snapshot()
     state_dir = tmp_path / "state"
     lab = Lab(state_dir)
     namespaces: set[tuple[int, int]] = set()
     try:
         started = time.monotonic()
-        hosts = lab.up(3, nat_peer=True)
-        assert time.monotonic() - started < 60
+        hosts = up_or_skip(lab, 3, nat_peer=True)
+        assert time.monotonic() - started < LAB_WAIT + 60
         assert [host.name for host in hosts] == ["h1", "h2", "h3"]
         during = root_snapshot()
-        main4 = set(subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True, timeout=10).stdout.splitlines())
-        added = set(during["routes4"]) - set(before["routes4"])
-        # The main table gained exactly the connected 198.51.100.0/24 route; the local table only its own entries.
-        assert [line for line in added if line in main4] == ["198.51.100.0/24 dev wgl-root proto kernel scope link src 198.51.100.1 "]
-        assert all("dev wgl-root" in line and "198.51.100." in line for line in added), added
-        assert set(before["routes4"]) <= set(during["routes4"])
-        assert during["routes6"] == before["routes6"]
-        assert during["rules"] == before["rules"]
-        assert link_names(during) - link_names(before) == {"wgl-root"}
-        made = {line.split()[0] for line in during["netns"]} - {line.split()[0] for line in before["netns"]}
-        assert made == {"wgl-inet", *(ns for host in hosts for ns in host.namespaces)}
-        for name in ("wgl-inet", *(ns for host in hosts for ns in host.namespaces)):
-            inode = os.stat(f"/run/netns/{name}")
-            namespaces.add((inode.st_dev, inode.st_ino))
+        expected_netns = {"wgl-inet", *(ns for host in hosts for ns in host.namespaces)}
+        assert set(during["lab_netns"]) == expected_netns and during["lab_links"] == ["wgl-root"]
+        namespaces = {ns_inode(f"/run/netns/{name}") for name in expected_netns} - {None}  # type: ignore[assignment]
+        # The main table gained exactly the connected 198.51.100.0/24 route, the local table only wgl-root's own
+        # entries; nothing else changed (no IPv6 route, no rule).
+        main4 = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True, timeout=10).stdout.splitlines()
+        assert [line for line in main4 if is_lab_line(line)] == ["198.51.100.0/24 dev wgl-root proto kernel scope link src 198.51.100.1 "]
+        assert all("dev wgl-root" in line for line in during["routes4"] if is_lab_line(line))
+        assert [line for line in during["routes4"] if not is_lab_line(line)] == [
+            line for line in before["routes4"] if not is_lab_line(line)
+        ]
+        assert during["routes6"] == before["routes6"] and during["rules"] == before["rules"]
         assert lab_processes(state_dir), "sshd processes should run while the lab is up"
         # Secrets and state: 0600 files in a 0700 directory.
         assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
@@ -149,13 +179,12 @@ def test_up_then_down_leaves_only_the_lab_route_and_then_nothing(tmp_path: Path)
     finally:
         removed = lab.down()
     assert removed["netns"] == 3 * 2 + 1 + 1  # hosts, LANs, the internet, the NAT router
+    assert removed["links"] == 1 and removed["mounts"] == 1 + 2 * 3  # the handles' private mount, mnt + uts per host
+    assert_nothing_left(lab, namespaces)
     after = root_snapshot()
-    assert not [line for line in after["netns"] if line.startswith(topology.PREFIX)]
-    assert link_names(after) == link_names(before)
-    assert after["routes4"] == before["routes4"] and after["routes6"] == before["routes6"] and after["rules"] == before["rules"]
-    assert not lab_processes(state_dir)
-    assert not processes_in(namespaces)
-    assert str(state_dir) not in Path("/proc/self/mountinfo").read_text()
+    if not after["lab_netns"]:  # unless another lab started right away: then the routes are its own
+        assert after["lab_links"] == [] and after["routes4"] == before["routes4"]
+    assert after["routes6"] == before["routes6"] and after["rules"] == before["rules"]
     assert sorted(path.name for path in state_dir.iterdir()) == ["id_ed25519", "id_ed25519.pub"]
     # Idempotent, and quiet when there is nothing.
     assert lab.down() == {}
@@ -165,16 +194,42 @@ def test_up_then_down_leaves_only_the_lab_route_and_then_nothing(tmp_path: Path)
 def test_down_never_touches_what_it_did_not_make(tmp_path: Path) -> None:
     """An unrelated ``wgl-*`` namespace makes ``up`` refuse to start, and survives ``down``."""
     require_lab()
+    wait_for_free_machine()
     stray = "wgl-h2-lan"
-    subprocess.run(["ip", "netns", "add", stray], check=True, timeout=10)
+    if subprocess.run(["ip", "netns", "add", stray], capture_output=True, timeout=10).returncode != 0:
+        pytest.skip("another lab took the machine meanwhile")
     lab = Lab(tmp_path / "state")
     try:
-        with pytest.raises(LabError, match="exist already"):
+        with pytest.raises(LabBusy, match="exist already"):
             lab.up(2)
         assert lab.down() == {}
         assert os.path.exists(f"/run/netns/{stray}")
     finally:
         subprocess.run(["ip", "netns", "delete", stray], timeout=10)
+        lab.down()
+
+
+def test_a_failed_up_removes_what_it_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sshd of h2 cannot start (a broken config): ``up`` fails with sshd's reason and leaves nothing behind."""
+    require_lab()
+    lab = Lab(tmp_path / "state")
+    write = Lab._write_sshd_config
+    made: set[tuple[int, int]] = set()
+
+    def broken(self: Lab, host: topology.Host) -> None:
+        write(self, host)
+        made.update(ns_inode(f"/run/netns/{name}") for name in host.namespaces)  # type: ignore[misc]
+        if host.name == "h2":
+            with (self.host_dir(host) / "sshd_config").open("a") as config:
+                config.write("NoSuchOption yes\n")
+
+    monkeypatch.setattr(Lab, "_write_sshd_config", broken)
+    try:
+        with pytest.raises(LabError, match=r"sshd of h2 did not start.*NoSuchOption"):
+            up_or_skip(lab, 3, nat_peer=True)
+        assert made and not lab.state_path.exists()
+        assert_nothing_left(lab, made - {None})  # type: ignore[operator]
+    finally:
         lab.down()
 
 
@@ -187,7 +242,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     require_lab()
     shared = Lab(tmp_path_factory.mktemp("lab") / "state")
     try:
-        shared.up(3, nat_peer=True)
+        up_or_skip(shared, 3, nat_peer=True)
         yield shared
     finally:
         shared.down()
@@ -434,7 +489,7 @@ def test_executor_runs_registrations_in_parallel_and_keeps_every_record(lab: Lab
     executor = LabExecutor(state)
     pulumi.runtime.set_mocks(executor, project="wgmesh", stack="lab", preview=False)
     key = lab.key_path.read_text()
-    count, pause = 6, 1.0
+    count, pause = 12, 1.0
 
     def program() -> pulumi.Output[Any]:
         commands = [
@@ -451,8 +506,8 @@ def test_executor_runs_registrations_in_parallel_and_keeps_every_record(lab: Lab
     pulumi.runtime.test(program)()
     elapsed = time.monotonic() - started
     executor.finish()
-    assert sorted(LabExecutor(state).recorded()) == [f"x-par{index}" for index in range(count)]
-    assert elapsed < count * pause * 0.9, f"{count} commands of {pause}s took {elapsed:.1f}s: not run in parallel"
+    assert set(LabExecutor(state).recorded()) == {f"x-par{index}" for index in range(count)}
+    assert elapsed < count * pause / 2, f"{count} commands of {pause}s took {elapsed:.1f}s: not run in parallel"
 
 
 # ------------------------------------------------------------------------------------------------ CLI errors

@@ -53,6 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="also write the stack file here (e.g. Pulumi.lab.yaml beside Pulumi.yaml); repeatable",
     )
+    up.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when another lab holds this machine (one at a time), wait up to SECONDS for it to go (default: fail at once)",
+    )
     up.set_defaults(func=run_up)
 
     down = actions.add_parser("down", parents=[common], help="remove every namespace, process, veth and mount the lab made")
@@ -107,7 +114,7 @@ def _user_errors(fn):
 def run_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     started = time.monotonic()
-    hosts = lab.up(args.peers, nat_peer=args.nat_peer, stack_files=args.stack_file)
+    hosts = lab.up(args.peers, nat_peer=args.nat_peer, stack_files=args.stack_file, wait=args.wait)
     print(f"lab up: {len(hosts)} hosts in {time.monotonic() - started:.1f}s (state {lab.state_dir})")
     for host in hosts:
         where = f"endpoint {host.endpoint}" if host.endpoint else f"behind NAT ({host.address}), ssh via {host.ssh_host}:22"
