@@ -53,6 +53,7 @@ die() { say "$*"; exit 1; }
 # wg and wg-quick quote the value they choke on; it can be (part of) a key. Anything key-like becomes <redacted>.
 redact() { sed -E 's#[A-Za-z0-9+/]{20,}={0,2}#<redacted>#g' >&2; }
 systemd_unit() { [[ -d /run/systemd/system && $conf_dir == /etc/wireguard ]]; }
+reject() { say "rejected: $*"; die "nothing changed: $conf and $iface are as they were"; }
 """
 
 # wg-quick's own reading of the [Interface] keys it handles itself (same splitting, same case-insensitivity), so
@@ -92,27 +93,35 @@ check_in_scratch_netns() {
   if ! ip link add "$name" type wireguard 2>/dev/null; then
     "${WG_QUICK_USERSPACE_IMPLEMENTATION:-wireguard-go}" -f "$name" >/dev/null 2>&1 &
     pid=$!
-    # wireguard-go leaves its control socket behind when stopped: remove it too (the name is ours alone).
-    trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f "/var/run/wireguard/$name.sock"' EXIT
+    # On exit (values expanded now: they are locals), stop it and remove the control socket it leaves behind.
+    trap "kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f /var/run/wireguard/$name.sock" EXIT
     for tries in {1..250}; do
-      [[ -S /run/wireguard/$name.sock ]] && break
+      [[ -S /var/run/wireguard/$name.sock ]] && break
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.02
     done
   fi
+  if ! wg show "$name" >/dev/null 2>&1; then
+    echo "wgmesh: cannot create a scratch WireGuard device to validate the config with" >&2
+    return 1
+  fi
   if ! wg setconf "$name" "$stripped" 2>&1 | redact; then
-    echo "wgmesh: rejected: wg cannot load the WireGuard part of the config" >&2; return 1
+    echo "wgmesh: wg cannot load the WireGuard part of the config" >&2
+    return 1
   fi
   for address in "$@"; do
     if ! ip address add "$address" dev "$name" 2>&1 | redact; then
-      echo "wgmesh: rejected: Address = $address is not a usable address" >&2; return 1
+      echo "wgmesh: Address = $address is not a usable address" >&2
+      return 1
     fi
   done
   if [[ -n $mtu ]] && ! ip link set mtu "$mtu" dev "$name" 2>&1 | redact; then
-    echo "wgmesh: rejected: MTU = $mtu" >&2; return 1
+    echo "wgmesh: MTU = $mtu is not usable" >&2
+    return 1
   fi
   if [[ -n $table && ${table,,} != auto && ${table,,} != off ]] && ! ip route add blackhole 192.0.2.0/24 table "$table" 2>&1 | redact; then
-    echo "wgmesh: rejected: Table = $table is not a routing table" >&2; return 1
+    echo "wgmesh: Table = $table is not a routing table" >&2
+    return 1
   fi
   return 0
 }
@@ -129,25 +138,25 @@ work=$(mktemp -d "$conf_dir/.wgmesh-install.XXXXXX")
 trap 'rm -rf -- "$work"' EXIT
 new="$work/$iface.conf"
 cat > "$new"
-[[ -s $new ]] || die "rejected: no config on stdin"
+[[ -s $new ]] || reject "no config on stdin"
 
 # 2. Validate completely before touching anything: wg-quick's own parser (named <iface>.conf as wg-quick wants),
 #    bash syntax of the hooks, then the scratch namespace check. Any failure leaves the old file and interface as
 #    they are.
 if ! wg-quick strip "$new" > "$work/stripped" 2> "$work/strip.err"; then
   redact < "$work/strip.err"
-  die "rejected: wg-quick cannot parse the config; $conf and $iface are unchanged"
+  reject "wg-quick cannot parse the config"
 fi
 parse_settings "$new"
 for hook in "${POST_UP[@]}" "${POST_DOWN[@]}"; do
-  printf '%s\n' "$hook" | bash -n 2>/dev/null || die "rejected: hook is not valid bash: $hook"
+  printf '%s\n' "$hook" | bash -n 2>/dev/null || reject "hook is not valid bash: $hook"
 done
 if [[ -n $DNS ]] && ! command -v resolvconf >/dev/null; then
-  die "rejected: DNS = $DNS needs resolvconf, which is not installed"
+  reject "DNS = $DNS needs resolvconf, which is not installed"
 fi
 if ! unshare --net -- bash -c "set -o pipefail; $(declare -f redact check_in_scratch_netns); check_in_scratch_netns \"\$@\"" \
     check "$work/stripped" "wgmchk$$" "$MTU" "$TABLE" "${ADDRESSES[@]}"; then
-  die "rejected: $conf and $iface are unchanged"
+  reject "the config does not load (see above)"
 fi
 
 # 3. Install the file: an atomic rename, 0600, only when the content changed (an unchanged file keeps its
@@ -308,10 +317,10 @@ if [[ $removed -eq 1 ]]; then echo "wgmesh: $iface removed"; else echo "wgmesh: 
 _VERIFY = r"""
 # Until every other peer has a handshake and answers a ping over the tunnel (the ping is also what starts a
 # handshake), or until the deadline. A peer counts once: one good ping records its round trip. Every ping waits
-# at most 1 s, so the whole run ends within timeout + 1 s per unreachable peer.
-now() { echo "${EPOCHREALTIME:-$(date +%s.%N)}"; }
-started=$(now)
-deadline=$((SECONDS + timeout))
+# at most 1 s, so the whole run ends within about timeout + 1 s per unreachable peer.
+now_us() { if [[ -n ${EPOCHREALTIME:-} ]]; then echo "${EPOCHREALTIME/./}"; else echo $(($(date +%s%N) / 1000)); fi; }
+started=$(now_us)
+deadline=$((started + timeout * 1000000))
 declare -a handshake=() answered=() rtt=()
 for i in "${!names[@]}"; do handshake[i]=false answered[i]=false rtt[i]=null; done
 while :; do
@@ -330,15 +339,16 @@ while :; do
     [[ -n $stamp && $stamp != 0 ]] && handshake[i]=true
     [[ ${handshake[i]} == true && ${answered[i]} == true ]] || ok=false
   done
-  [[ $ok == true || $SECONDS -ge $deadline ]] && break
-  sleep 1
+  [[ $ok == true || $(now_us) -ge $deadline ]] && break
+  sleep 0.5
 done
 json="{\"ok\": $ok, \"peers\": {"
 for i in "${!names[@]}"; do
   [[ $i -eq 0 ]] || json+=", "
   json+="${names[i]}: {\"handshake\": ${handshake[i]}, \"ping\": ${answered[i]}, \"rtt_ms\": ${rtt[i]}}"
 done
-json+="}, \"seconds\": $(awk -v a="$started" -v b="$(now)" 'BEGIN {printf "%.2f", b - a}')}"
+elapsed=$((($(now_us) - started) / 10000))
+json+="}, \"seconds\": $((elapsed / 100)).$(printf %02d $((elapsed % 100)))}"
 echo "$json"
 [[ $ok == true ]]
 """
