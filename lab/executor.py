@@ -1,5 +1,8 @@
 """A Pulumi mocks monitor that really runs ``command:remote:Command`` over SSH: ``pulumi up`` without the Pulumi CLI.
 
+Lives in :mod:`lab` (not ``tests/``) because product commands (``python -m mesh demo``, ``bench/lab.py``) use it;
+``tests/lab_executor.py`` re-exports it for the tests.
+
 There is no Pulumi engine, no provider plugin and no cloud here, so the end-to-end tests run the program under
 :func:`pulumi.runtime.set_mocks` with :class:`LabExecutor` as the mocks. For every ``remote.Command`` it does what
 pulumi-command 1.x does, against the lab's hosts (or any SSH host):
@@ -30,7 +33,7 @@ The state keeps a SHA-256 of ``stdin`` (the secret config) rather than the text,
 private key, as Pulumi's state does) because a dropped resource's delete needs it. One difference from
 pulumi-command: a delete gets no stdin (the program's uninstall scripts read none).
 
-Every other resource type is answered by :class:`tests.program_harness.RecordingMocks` (outputs = inputs plus
+Every other resource type is answered by :class:`lab.program.RecordingMocks` (outputs = inputs plus
 plausible cloud values, id ``<name>-id``), so the real ``__main__.py`` runs unchanged with
 ``run_program(config, stack="lab", mocks=LabExecutor(...), secrets={})`` (no fake ``sshPrivateKey``: the lab stack
 names its key by ``wgmesh:sshPrivateKeyPath``). Registrations arrive on Pulumi's thread pool, in parallel (widened
@@ -59,7 +62,7 @@ import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.sync_await import _ensure_event_loop
 
-from tests.program_harness import RecordingMocks, Registered, unwrap_secrets
+from lab.program import RecordingMocks, Registered, unwrap_secrets
 
 COMMAND_TYPE = "command:remote:Command"
 STATE_VERSION = 1

@@ -1,4 +1,4 @@
-"""The network-namespace lab (``lab/``, ``python -m mesh lab``) and the SSH executor (``tests/lab_executor.py``).
+"""The network-namespace lab (``lab/``, ``python -m mesh lab``) and the SSH executor (``lab/executor.py``).
 
 * a lab's whole life: up (3 hosts, the last behind NAT) leaves only the 198.51.100.0/24 route in the root
   namespace; down leaves no ``wgl-*`` namespace, veth, mount or process and is idempotent;
@@ -420,7 +420,7 @@ def command_log(lab: Lab, host: str, name: str) -> list[str]:
 
 
 def test_executor_create_noop_update_delete(lab: Lab, tmp_path: Path) -> None:
-    from tests.lab_executor import LabExecutor
+    from lab.executor import LabExecutor
 
     state = tmp_path / "executor.json"
     declared = {"x-a": {"host": "h1", "stdin": "v1"}, "x-b": {"host": "h2", "stdin": "v1"}, "x-c": {"host": "h3", "stdin": "v1"}}
@@ -458,7 +458,7 @@ def test_executor_create_noop_update_delete(lab: Lab, tmp_path: Path) -> None:
 def test_executor_failure_fails_the_registration_and_is_not_recorded(lab: Lab, tmp_path: Path) -> None:
     from pulumi_command import remote
 
-    from tests.lab_executor import CommandFailed, LabExecutor
+    from lab.executor import CommandFailed, LabExecutor
 
     executor = LabExecutor(tmp_path / "executor.json")
     pulumi.runtime.set_mocks(executor, project="wgmesh", stack="lab", preview=False)
@@ -483,7 +483,7 @@ def test_executor_failure_fails_the_registration_and_is_not_recorded(lab: Lab, t
 def test_executor_runs_registrations_in_parallel_and_keeps_every_record(lab: Lab, tmp_path: Path) -> None:
     from pulumi_command import remote
 
-    from tests.lab_executor import LabExecutor
+    from lab.executor import LabExecutor
 
     state = tmp_path / "executor.json"
     executor = LabExecutor(state)
