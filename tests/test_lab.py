@@ -80,9 +80,17 @@ def up_or_skip(lab: Lab, peers: int, *, nat_peer: bool = False) -> list[topology
         pytest.skip(f"another lab held this machine for {LAB_WAIT:.0f}s: {exc}")
 
 
+def named_netns() -> list[str]:
+    """Names in /run/netns (none before the first ``ip netns add`` on a fresh machine)."""
+    try:
+        return sorted(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return []
+
+
 def wait_for_free_machine() -> None:
     deadline = time.monotonic() + LAB_WAIT
-    while [name for name in os.listdir("/run/netns") if name.startswith(topology.PREFIX)] or os.path.exists("/sys/class/net/wgl-root"):
+    while [name for name in named_netns() if name.startswith(topology.PREFIX)] or os.path.exists("/sys/class/net/wgl-root"):
         if time.monotonic() > deadline:
             pytest.skip(f"another lab held this machine for {LAB_WAIT:.0f}s")
         time.sleep(1)
@@ -108,7 +116,7 @@ def root_snapshot() -> dict[str, Any]:
         "routes6": lines("ip", "-6", "route", "show", "table", "all"),
         "rules": lines("ip", "rule", "show"),
         "lab_links": sorted(link["ifname"] for link in links if link["ifname"].startswith(topology.PREFIX)),
-        "lab_netns": sorted(name for name in os.listdir("/run/netns") if name.startswith(topology.PREFIX)),
+        "lab_netns": [name for name in named_netns() if name.startswith(topology.PREFIX)],
     }
 
 
@@ -129,7 +137,7 @@ def lab_processes(state_dir: Path) -> list[str]:
 def assert_nothing_left(lab: Lab, namespaces: set[tuple[int, int]]) -> None:
     """No namespace, process, veth or mount of this lab remains (another lab may have started since: other inodes)."""
     assert not processes_in(namespaces), "processes of the lab survived"
-    for name in os.listdir("/run/netns"):
+    for name in named_netns():
         assert ns_inode(f"/run/netns/{name}") not in namespaces, f"namespace {name} of the lab survived"
     assert not lab_processes(lab.state_dir)
     assert str(lab.state_dir) not in Path("/proc/self/mountinfo").read_text()
