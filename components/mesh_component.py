@@ -86,7 +86,10 @@ class MeshComponent(pulumi.ComponentResource):
                 verifications[peer_name] = check.stdout.apply(_parse_verification)
         self.installs = installs
         self.verification = pulumi.Output.all(**verifications) if verifications else pulumi.Output.from_input({})
-        self.register_outputs({"config_digests": self.config_digests, "configs": self.configs, "verification": self.verification})
+        self.networks = [str(network) for network in mesh.networks]
+        self.register_outputs(
+            {"networks": self.networks, "config_digests": self.config_digests, "configs": self.configs, "verification": self.verification}
+        )
 
     def _connection(self, peer_name: str, peer: WireGuardPeer, args: MeshArgs) -> command.remote.ConnectionArgs:
         key = args.ssh_private_keys.get(peer_name, args.ssh_private_key)
