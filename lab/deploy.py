@@ -1,0 +1,311 @@
+"""The lab as a wgmesh stack: ``pulumi up`` of the real program on it, and checks made from inside its namespaces.
+
+:class:`LabStack` is what ``pulumi up --stack lab`` would be if a Pulumi engine could run here: the lab's
+``Pulumi.lab.yaml`` config (edited the way a user edits a stack config: peers added or removed, ``key_version``
+bumped, a hook added) goes to :func:`lab.program.run_program`, which executes the real ``__main__.py`` with
+:class:`lab.executor.LabExecutor` as the mocks, so every ``remote.Command`` the program declares (install, verify)
+really runs over SSH on the lab hosts with the program's own scripts, stdin and connection details. One
+:meth:`LabStack.up` = one run + :meth:`~lab.executor.LabExecutor.finish` (the deletes of dropped resources).
+
+The checks (:func:`ping`, :func:`all_pairs`, :class:`Pinger`, :func:`wg_show`) run ``ping`` and ``wg`` inside the
+lab's namespaces through ``nsenter``: what a user of the servers would see, independent of the program's own
+verification. Every wait is bounded.
+
+Used by ``python -m mesh demo``, ``bench/lab.py`` and ``tests/test_e2e.py``. Needs root (the lab does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.core import Lab, ns_inode, processes_in, tool_env
+from lab.executor import CommandFailed, LabExecutor
+from lab.program import PROGRAM, run_program, stack_config
+
+STATE_FILE = "executor.json"
+PING_TIMEOUT = 1.0
+IN_FLIGHT_WINDOW = 0.25
+
+
+@dataclass
+class UpResult:
+    """One ``pulumi up``: how long it took, what the executor did, the stack outputs, and the failure if any."""
+
+    seconds: float
+    actions: dict[str, list[str]]
+    exports: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def verification(self) -> dict[str, Any]:
+        """Each peer's verify result (``{"ok": ..., "peers": {...}}``), as the stack exports it."""
+        return dict(self.exports.get("verification") or {})
+
+
+class _QuietFailedFutures(logging.Filter):
+    """After a failed registration asyncio reports every Output that depended on it ("Future exception was never
+    retrieved", one traceback each). The failure itself is reported once, by :meth:`LabStack.up`; drop the echoes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.getMessage().startswith("Future exception was never retrieved") and record.exc_info is None) and not (
+            record.exc_info is not None and isinstance(record.exc_info[1], CommandFailed)
+        )
+
+
+logging.getLogger("asyncio").addFilter(_QuietFailedFutures())
+
+
+class LabStack:
+    """The lab's stack: config from its ``Pulumi.lab.yaml``, Pulumi-like state in ``<lab state>/executor.json``."""
+
+    def __init__(
+        self, lab: Lab, *, state_path: Path | None = None, program: Path = PROGRAM, parallel: int = 64, command_timeout: float = 900.0
+    ) -> None:
+        self.lab = lab
+        self.command_timeout = command_timeout
+        self.state_path = state_path or lab.state_dir / STATE_FILE
+        self.program = program
+        self.parallel = parallel
+        self._forget_stale_state()
+
+    def _forget_stale_state(self) -> None:
+        """A state file older than the lab describes installs on hosts that no longer exist: start from nothing."""
+        state = self.lab.state()
+        started = float(state.data.get("started", 0)) if state is not None else 0.0
+        with contextlib.suppress(FileNotFoundError):
+            if self.state_path.stat().st_mtime < started:
+                self.state_path.unlink()
+
+    def config(
+        self,
+        peers: Sequence[str] | None = None,
+        *,
+        verify: bool = True,
+        peer_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """The lab's stack config, edited: only ``peers`` (default all, in the lab's order), each peer's extra
+        settings merged in (``{"h2": {"key_version": 2}}``), and ``wgmesh:verify: false`` when not ``verify``."""
+        config = copy.deepcopy(stack_config(self.lab.stack_path))
+        mesh = config["wgmesh:mesh"]
+        known = [peer["name"] for peer in mesh["peers"]]
+        wanted = list(known if peers is None else peers)
+        unknown = sorted(set(wanted) - set(known) | set(peer_settings or {}) - set(known))
+        if unknown:
+            raise ValueError(f"no such lab host(s) {', '.join(unknown)} (hosts: {', '.join(known)})")
+        mesh["peers"] = [peer | dict((peer_settings or {}).get(peer["name"], {})) for peer in mesh["peers"] if peer["name"] in wanted]
+        if not verify:
+            config["wgmesh:verify"] = "false"
+        return config
+
+    def executor(self) -> LabExecutor:
+        return LabExecutor(self.state_path, parallel=self.parallel, command_timeout=self.command_timeout)
+
+    def up(self, config: Mapping[str, Any], *, executor: LabExecutor | None = None) -> UpResult:
+        """One ``pulumi up`` with ``config``: the real program, its commands run on the lab; never raises for a
+        failed command (the result says what failed, like ``pulumi up``'s exit status and diagnostics)."""
+        executor = executor or self.executor()
+        started = time.monotonic()
+        try:
+            run = run_program(config, stack="lab", mocks=executor, secrets={}, program=self.program)
+            executor.finish()
+        except CommandFailed as exc:
+            return UpResult(time.monotonic() - started, executor.summary(), error=str(exc), failures=dict(executor.failures))
+        except Exception as exc:  # a pulumi.RunError from the program (bad stack config), surfaced the same way
+            return UpResult(time.monotonic() - started, executor.summary(), error=f"{type(exc).__name__}: {exc}")
+        return UpResult(time.monotonic() - started, executor.summary(), exports=run.exports)
+
+    def destroy(self) -> list[str]:
+        """``pulumi destroy`` of the commands: every recorded resource's delete (uninstall), newest first."""
+        return self.executor().finish()
+
+
+# ------------------------------------------------------------------------------------------------------ checks
+
+
+def in_lab(
+    lab: Lab, target: str, argv: Sequence[str], *, timeout: float = 30, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` in a lab namespace (``h1``, ``h1-lan``, ``h3-nat``, ``inet``), bounded in time; never raises on exit."""
+    try:
+        return subprocess.run(
+            lab.exec_argv(target, argv),
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=tool_env(),
+        )
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(list(argv), 124, "", f"timed out after {timeout:.0f}s")
+
+
+def ping(lab: Lab, target: str, address: str, *, count: int = 1, wait: float = PING_TIMEOUT) -> bool:
+    """Whether ``address`` answers ``count`` pings sent from ``target`` (each waiting at most ``wait`` seconds)."""
+    result = in_lab(lab, target, ["ping", "-n", "-q", "-c", str(count), "-W", f"{wait:g}", "-i", "0.2", address], timeout=count * wait + 10)
+    return result.returncode == 0
+
+
+def ping_until(lab: Lab, target: str, address: str, *, timeout: float) -> bool:
+    """Ping once a second until ``address`` answers (a handshake may be under way) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if ping(lab, target, address):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+
+
+def all_pairs(lab: Lab, pairs: Sequence[tuple[str, str]], *, timeout: float = 15, workers: int = 32) -> dict[tuple[str, str], bool]:
+    """(source target, destination address) -> answered, pinging every pair in parallel until it answers or times out."""
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pairs)))) as pool:
+        results = list(pool.map(lambda pair: ping_until(lab, pair[0], pair[1], timeout=timeout), pairs))
+    return dict(zip(pairs, results, strict=True))
+
+
+def tunnel_pairs(lab: Lab, names: Sequence[str]) -> list[tuple[str, str]]:
+    """Every ordered pair of hosts, as (source host, destination tunnel address)."""
+    hosts = lab.hosts()
+    return [(source, hosts[dest].tunnel_address) for source in names for dest in names if source != dest]
+
+
+def lan_pairs(lab: Lab, names: Sequence[str]) -> list[tuple[str, str]]:
+    """Every ordered pair of LANs, as (source LAN client, destination LAN client address): "VPC to VPC"."""
+    hosts = lab.hosts()
+    return [(f"{source}-lan", hosts[dest].lan_client) for source in names for dest in names if source != dest]
+
+
+@dataclass(frozen=True)
+class WgPeer:
+    public_key: str
+    endpoint: str | None
+    allowed_ips: tuple[str, ...]
+    latest_handshake: int
+    keepalive: int | None
+
+
+@dataclass(frozen=True)
+class WgInterface:
+    """``wg show <iface> dump`` of one host, without the private and preshared keys."""
+
+    public_key: str
+    listen_port: int
+    peers: dict[str, WgPeer]
+
+
+def wg_show(lab: Lab, host: str, interface: str = "wg0") -> WgInterface | None:
+    """The host's WireGuard interface as ``wg show dump`` reports it (secrets dropped); None when it is not up."""
+    result = in_lab(lab, host, ["wg", "show", interface, "dump"], timeout=15)
+    if result.returncode != 0 or not result.stdout.strip():
+        return None
+    lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
+    _private, public, port, _fwmark = lines[0][:4]
+    peers = {}
+    for fields in lines[1:]:
+        key, _psk, endpoint, allowed, handshake, _rx, _tx, keepalive = fields[:8]
+        peers[key] = WgPeer(
+            public_key=key,
+            endpoint=None if endpoint == "(none)" else endpoint,
+            allowed_ips=tuple(sorted(allowed.split(","))) if allowed != "(none)" else (),
+            latest_handshake=int(handshake),
+            keepalive=None if keepalive == "off" else int(keepalive),
+        )
+    return WgInterface(public_key=public, listen_port=int(port), peers=peers)
+
+
+def wireguard_pids(lab: Lab, host: str) -> list[int]:
+    """Pids of the ``wireguard-go`` processes running in a host."""
+    spec = lab.host(host)
+    namespaces = {inode for inode in (ns_inode(lab.netns_path(spec.netns)), ns_inode(lab.mount_handle(spec))) if inode}
+    pids = []
+    for pid in processes_in(namespaces):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "wireguard-go":
+                pids.append(pid)
+    return pids
+
+
+@dataclass(frozen=True)
+class PingStats:
+    transmitted: int
+    received: int
+    in_flight: int
+
+    @property
+    def lost(self) -> int:
+        """Probes that got no answer, not counting one still in flight when the pinger was stopped."""
+        return self.transmitted - self.received - self.in_flight
+
+
+_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) received")
+_REPLY = re.compile(r"icmp_seq=(\d+) ttl=")
+
+
+class Pinger:
+    """``ping -i <interval>`` from a lab namespace for as long as the ``with`` block runs; :attr:`stats` afterwards.
+
+    The pinger starts half a second before the block and keeps going for a second after it, so the change is
+    covered on both sides. It is stopped with SIGINT, which makes ping print its summary at once: a probe sent in
+    the last ``IN_FLIGHT_WINDOW`` seconds may not have had its answer yet, so an unanswered one there counts as in
+    flight, not as lost (it is a second after the change anyway).
+    """
+
+    def __init__(self, lab: Lab, target: str, address: str, *, interval: float = 0.05) -> None:
+        self.argv = lab.exec_argv(target, ["ping", "-n", "-i", f"{interval:g}", "-W", f"{PING_TIMEOUT:g}", address])
+        self.interval = interval
+        self.stats: PingStats | None = None
+        self.output = ""
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> Pinger:
+        self._process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=tool_env())
+        time.sleep(0.5)  # a few probes before whatever the block does
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._process is not None
+        time.sleep(1.0)
+        self._process.send_signal(signal.SIGINT)
+        try:
+            self.output, _ = self._process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self.output, _ = self._process.communicate()
+        match = _SUMMARY.search(self.output)
+        if match is None:
+            raise RuntimeError(f"ping printed no summary: {self.output[-500:]}")
+        transmitted, received = int(match.group(1)), int(match.group(2))
+        answered = {int(seq) for seq in _REPLY.findall(self.output)}
+        # Sequence numbers start at 1; the last `tail` probes were sent within IN_FLIGHT_WINDOW of the stop.
+        tail = max(1, round(IN_FLIGHT_WINDOW / self.interval))
+        in_flight = sum(1 for seq in range(max(1, transmitted - tail + 1), transmitted + 1) if seq not in answered)
+        self.stats = PingStats(transmitted, received, in_flight)
+
+
+@contextlib.contextmanager
+def pinging(lab: Lab, target: str, address: str, *, interval: float = 0.05) -> Iterator[Pinger]:
+    """:class:`Pinger` as a context manager function (for ``contextlib.ExitStack`` users)."""
+    with Pinger(lab, target, address, interval=interval) as pinger:
+        yield pinger
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.monotonic()
+    result = fn()
+    return time.monotonic() - started, result

@@ -1,0 +1,289 @@
+"""End to end: the real ``__main__.py``, its ``remote.Command`` installs run for real over SSH on the lab.
+
+Each "pulumi up" is :meth:`lab.deploy.LabStack.up`: the lab's ``Pulumi.lab.yaml`` config, edited the way a user
+edits a stack config, goes through the real program under Pulumi's mocks, with :class:`lab.executor.LabExecutor`
+running every ``command:remote:Command`` the program declares (the program's own install and verify scripts, its
+stdin, its connection details) over the system ``ssh`` client against the lab hosts. Everything is then checked
+from inside the lab's namespaces (``ping``, ``wg show``), not from the program's own verification alone:
+
+* the seed's three-peer topology: every pair pings over the tunnel addresses, every LAN reaches every other LAN
+  across the mesh ("a host in one VPC reaches a host in another"), and every pair has a WireGuard handshake;
+* adding a fourth peer while ``ping -i 0.05`` runs between two existing peers (and LAN to LAN) loses nothing and
+  restarts nothing; removing it again (its uninstall runs as the dropped resource's delete) loses nothing either;
+* rotating one peer's keys (``key_version`` bump): new public key everywhere, old one nowhere, mesh whole again;
+* a peer whose wireguard-go is killed and whose host then "reboots" comes back with the installed config (same
+  key, same peers), and the next ``pulumi up`` has nothing to do;
+* a broken config (a hook that is not valid bash, an unknown routing table: both pass the program's validation;
+  and a transfer cut off in the middle of the private key) is rejected by the install step: the run fails naming
+  the peer and the reason (redacted), the old config file and interface stay as they were and the tunnels keep
+  carrying traffic; the next run with the good config has nothing to redo on that peer;
+* a peer behind NAT with no endpoint joins the mesh through its keepalive alone (with the program's verification
+  off, so nothing else sends traffic first): the others learn its NAT router's address from its handshake.
+
+One lab of five hosts (h5 behind NAT) for the module, taken down in a ``finally``; every test first brings the
+stack to the three-peer base, so a failed test does not cascade. Traffic stays inside the lab's namespaces.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import Lab, LabError, check_prerequisites
+from lab.deploy import LabStack, Pinger, UpResult, WgInterface, all_pairs, lan_pairs, ping, tunnel_pairs, wg_show, wireguard_pids
+from lab.executor import LabExecutor, SshResult
+from tests.conftest import require_tools
+
+pytestmark = pytest.mark.lab
+
+BASE = ("h1", "h2", "h3")
+HOSTS = 5  # h4: the peer added and removed; h5: behind NAT
+NAT_HOST = "h5"
+# A private or preshared key as wg prints it: 43 base64 characters and one '='.
+KEY_TEXT = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
+
+
+def require_lab() -> None:
+    try:
+        check_prerequisites()
+    except LabError as exc:
+        pytest.skip(f"lab unavailable: {exc}")
+    require_tools("ssh", "ping")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    require_lab()
+    shared = Lab(tmp_path_factory.mktemp("e2e") / "state")
+    try:
+        shared.up(HOSTS, nat_peer=True, wait=240)  # another lab (a concurrent test run) may hold the machine: take turns
+        yield shared
+    finally:
+        shared.down()
+
+
+@pytest.fixture(scope="module")
+def stack(lab: Lab) -> LabStack:
+    return LabStack(lab, command_timeout=180)
+
+
+def up(stack: LabStack, config: dict[str, Any]) -> UpResult:
+    result = stack.up(config)
+    assert result.ok, f"pulumi up failed: {result.error}"
+    return result
+
+
+def base(stack: LabStack) -> None:
+    """Bring the stack to the three-peer base (a no-op when it is there already)."""
+    up(stack, stack.config(BASE))
+
+
+def assert_whole(lab: Lab, names: Sequence[str], *, timeout: float = 20) -> None:
+    """From inside the namespaces: every pair pings over the tunnel, every LAN reaches every other LAN, and every
+    host has exactly the others as WireGuard peers, each with a handshake."""
+    tunnels = all_pairs(lab, tunnel_pairs(lab, names), timeout=timeout)
+    assert [pair for pair, ok in tunnels.items() if not ok] == [], "tunnel pings without answer"
+    lans = all_pairs(lab, lan_pairs(lab, names), timeout=timeout)
+    assert [pair for pair, ok in lans.items() if not ok] == [], "LAN-to-LAN pings without answer"
+    shown = {name: wg_show(lab, name) for name in names}
+    assert all(interface is not None for interface in shown.values()), shown
+    keys = {name: interface.public_key for name, interface in shown.items() if interface}
+    for name, interface in shown.items():
+        assert interface is not None
+        expected = {keys[other] for other in names if other != name}
+        assert set(interface.peers) == expected, f"{name}'s peers"
+        silent = [other for other in names if other != name and interface.peers[keys[other]].latest_handshake == 0]
+        assert silent == [], f"{name} has no handshake with {silent}"
+
+
+def static(interface: WgInterface | None) -> Any:
+    """What a config sets on an interface (keys, port, peers' endpoints, AllowedIPs, keepalive): not the counters."""
+    if interface is None:
+        return None
+    peers = {key: (peer.endpoint, peer.allowed_ips, peer.keepalive) for key, peer in interface.peers.items()}
+    return interface.public_key, interface.listen_port, peers
+
+
+def install_actions(result: UpResult) -> dict[str, list[str]]:
+    installs = {action: [name for name in names if name.endswith("-install")] for action, names in result.actions.items()}
+    return {action: names for action, names in installs.items() if names}
+
+
+# ------------------------------------------------------------------------------------------------ the topology
+
+
+def test_three_peer_mesh_all_pairs_lan_to_lan_and_handshakes(lab: Lab, stack: LabStack) -> None:
+    result = up(stack, stack.config(BASE))
+    assert install_actions(result).get("create") == [f"{name}-install" for name in BASE], result.actions
+    assert {name: check["ok"] for name, check in result.verification.items()} == dict.fromkeys(BASE, True), result.verification
+    assert_whole(lab, BASE)
+    for name in BASE:
+        conf = lab.host_dir(lab.host(name)) / "etc-wireguard" / "wg0.conf"
+        assert conf.stat().st_mode & 0o777 == 0o600
+
+
+# ---------------------------------------------------------------------------------------------- add and remove
+
+
+def test_adding_and_removing_a_fourth_peer_loses_no_packet(lab: Lab, stack: LabStack) -> None:
+    base(stack)
+    pids = {name: wireguard_pids(lab, name) for name in BASE}
+    h2, h3 = lab.host("h2"), lab.host("h3")
+    with Pinger(lab, "h1", h2.tunnel_address) as tunnel, Pinger(lab, "h2-lan", h3.lan_client) as lan:
+        added = up(stack, stack.config((*BASE, "h4")))
+    assert install_actions(added) == {"update": [f"{name}-install" for name in BASE], "create": ["h4-install"]}, added.actions
+    assert all(check["ok"] for check in added.verification.values()), added.verification
+    assert tunnel.stats and lan.stats
+    assert (tunnel.stats.lost, lan.stats.lost) == (0, 0), (tunnel.stats, lan.stats)
+    assert tunnel.stats.transmitted >= 20, "the run was covered by the pinger"
+    assert {name: wireguard_pids(lab, name) for name in BASE} == pids, "an existing peer was restarted"
+    assert_whole(lab, (*BASE, "h4"))
+
+    with Pinger(lab, "h1", h2.tunnel_address) as tunnel, Pinger(lab, "h2-lan", h3.lan_client) as lan:
+        removed = up(stack, stack.config(BASE))
+    assert "h4-install" in removed.actions.get("delete", []), removed.actions
+    assert (tunnel.stats and tunnel.stats.lost, lan.stats and lan.stats.lost) == (0, 0), (tunnel.stats, lan.stats)
+    assert wg_show(lab, "h4") is None and wireguard_pids(lab, "h4") == []
+    assert not (lab.host_dir(lab.host("h4")) / "etc-wireguard" / "wg0.conf").exists()
+    assert {name: wireguard_pids(lab, name) for name in BASE} == pids
+    assert_whole(lab, BASE)
+
+
+# -------------------------------------------------------------------------------------------------- rotation
+
+
+def test_rotating_one_peers_keys_leaves_the_mesh_whole(lab: Lab, stack: LabStack) -> None:
+    base(stack)
+    old = wg_show(lab, "h2")
+    assert old is not None
+    pid = wireguard_pids(lab, "h2")
+    rotated = up(stack, stack.config(BASE, peer_settings={"h2": {"key_version": 2}}))
+    assert install_actions(rotated) == {"update": [f"{name}-install" for name in BASE]}, rotated.actions
+    new = wg_show(lab, "h2")
+    assert new is not None and new.public_key != old.public_key
+    assert wireguard_pids(lab, "h2") == pid, "rotation restarted the interface"
+    for name in ("h1", "h3"):
+        interface = wg_show(lab, name)
+        assert interface is not None
+        assert new.public_key in interface.peers and old.public_key not in interface.peers, name
+    assert all(check["ok"] for check in rotated.verification.values()), rotated.verification
+    assert_whole(lab, BASE)
+
+
+# ---------------------------------------------------------------------------------------------------- reboot
+
+
+def test_a_peer_whose_wireguard_dies_comes_back_after_a_reboot(lab: Lab, stack: LabStack) -> None:
+    base(stack)
+    before = wg_show(lab, "h2")
+    pids = wireguard_pids(lab, "h2")
+    assert before is not None and pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while wg_show(lab, "h2") is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert wg_show(lab, "h2") is None, "wg0 survived its wireguard-go"
+    assert not ping(lab, "h1", lab.host("h2").tunnel_address), "h2 answers with its WireGuard dead"
+
+    booted = lab.reboot("h2")
+    assert booted["wg_up"] == ["wg0"]
+    after = wg_show(lab, "h2")
+    assert after is not None and wireguard_pids(lab, "h2") not in ([], pids)
+    assert static(after) == static(before), "h2 came back with another config"
+    assert_whole(lab, BASE)
+    again = up(stack, stack.config(BASE))
+    assert set(again.actions) == {"noop"}, f"the reboot lost something the next pulumi up had to redo: {again.actions}"
+
+
+# ---------------------------------------------------------------------------------------------- broken config
+
+
+class CorruptingExecutor(LabExecutor):
+    """Simulates a transfer cut off in the middle of the private key: h1's install gets the first part of its
+    config only. (The other cases are real stack-config mistakes; this one cannot be written in a stack config.)"""
+
+    def _run(self, name: str, action: str, connection: Any, script: str, stdin: str | None, *args: Any) -> SshResult:
+        if name == "h1-install" and stdin:
+            cut = stdin.index("PrivateKey") + len("PrivateKey = ") + 20
+            stdin = stdin[:cut]
+        return super()._run(name, action, connection, script, stdin, *args)
+
+
+BROKEN = {
+    # A hook the program accepts (one line, no '#') but that is not valid bash.
+    "hook": ({"post_up": ["iptables -A FORWARD -i %i -j ACCEPT -m comment --comment 'unclosed"]}, "hook is not valid bash"),
+    # A routing table name this host does not define (a typo of a name in /etc/iproute2/rt_tables).
+    "table": ({"table": "wgmesh-nosuch"}, "is not a routing table"),
+    # A legitimate change (a smaller MTU) whose transfer is corrupted.
+    "transfer": ({"mtu": 1380}, "wg cannot load the WireGuard part of the config"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_config_is_rejected_and_the_old_one_stays_active(lab: Lab, stack: LabStack, case: str) -> None:
+    base(stack)
+    settings, reason = BROKEN[case]
+    conf = lab.host_dir(lab.host("h1")) / "etc-wireguard" / "wg0.conf"
+    old_bytes, old_mtime = conf.read_bytes(), conf.stat().st_mtime_ns
+    old = wg_show(lab, "h1")
+    pids = wireguard_pids(lab, "h1")
+    executor = None
+    if case == "transfer":
+        executor = CorruptingExecutor(stack.state_path, parallel=stack.parallel, command_timeout=stack.command_timeout)
+    with Pinger(lab, "h1", lab.host("h2").tunnel_address) as tunnel, Pinger(lab, "h1-lan", lab.host("h3").lan_client) as lan:
+        failed = stack.up(stack.config(BASE, peer_settings={"h1": settings}), executor=executor)
+    assert not failed.ok and set(failed.failures) == {"h1-install"}, failed.actions
+    assert failed.error and "h1-install" in failed.error and "wgmesh: rejected" in failed.error and reason in failed.error
+    assert KEY_TEXT.search(failed.error) is None, "a key in the failure message"
+    assert (conf.read_bytes(), conf.stat().st_mtime_ns) == (old_bytes, old_mtime), "the installed config changed"
+    assert static(wg_show(lab, "h1")) == static(old) and wireguard_pids(lab, "h1") == pids, "the running interface changed"
+    assert (tunnel.stats and tunnel.stats.lost, lan.stats and lan.stats.lost) == (0, 0), (tunnel.stats, lan.stats)
+    assert_whole(lab, BASE)
+    fixed = up(stack, stack.config(BASE))
+    assert "h1-install" in fixed.actions.get("noop", []), f"the failed install was recorded as applied: {fixed.actions}"
+
+
+# ------------------------------------------------------------------------------------------------------- NAT
+
+
+def test_a_peer_behind_nat_without_endpoint_joins_through_its_keepalive(lab: Lab, stack: LabStack) -> None:
+    base(stack)
+    nat = lab.host(NAT_HOST)
+    config = stack.config((*BASE, NAT_HOST), verify=False)
+    assert "endpoint" not in next(peer for peer in config["wgmesh:mesh"]["peers"] if peer["name"] == NAT_HOST)
+    joined = up(stack, config)
+    assert install_actions(joined) == {"update": [f"{name}-install" for name in BASE], "create": [f"{NAT_HOST}-install"]}
+    assert [name for action, names in joined.actions.items() if action != "delete" for name in names if name.endswith("-verify")] == []
+    own = wg_show(lab, NAT_HOST)
+    assert own is not None and {peer.keepalive for peer in own.peers.values()} == {25}
+    # Nobody sends it anything (the others have no endpoint for it): only its keepalive can make the handshakes.
+    deadline = time.monotonic() + 30
+    learned: dict[str, str | None] = {}
+    while time.monotonic() < deadline:
+        for name in BASE:
+            interface = wg_show(lab, name)
+            peer = interface.peers.get(own.public_key) if interface else None
+            learned[name] = peer.endpoint if peer and peer.latest_handshake else None
+        if all(learned.values()):
+            break
+        time.sleep(0.5)
+    assert all(learned.values()), f"no handshake from {NAT_HOST} within 30 s: {learned}"
+    # They learned where it is from its handshake: the NAT router's public address, not the host's own.
+    assert {endpoint.rsplit(":", 1)[0] for endpoint in learned.values() if endpoint} == {nat.public_address}
+    assert nat.address != nat.public_address
+    assert_whole(lab, (*BASE, NAT_HOST))
+
+
+def test_the_lab_stack_file_is_what_the_tests_deploy(lab: Lab) -> None:
+    """The config the tests edit is the lab's own Pulumi.lab.yaml (key path absolute, file 0600)."""
+    assert lab.stack_path.stat().st_mode & 0o777 == 0o600
+    text = lab.stack_path.read_text()
+    assert f"wgmesh:sshPrivateKeyPath: {lab.key_path}" in text and Path(lab.key_path).is_absolute()
