@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from mesh.errors import MeshConfigError
 
-COMMAND_MODULES = ("check", "render", "graph", "lab")
+COMMAND_MODULES = ("check", "render", "graph", "lab", "demo")
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
