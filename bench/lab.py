@@ -1,0 +1,247 @@
+"""wgmesh for real on the local network-namespace lab (root): connect time, loss on peer add, tunnel cost, relay cost.
+
+For each size N (default 3, 10 and 30 peers) a lab of N+1 hosts is built, then:
+
+* connect time: one ``pulumi up`` (the real ``__main__.py`` with the lab executor, :class:`lab.deploy.LabStack`)
+  of the first N hosts, from its start until every peer's verify command has seen a handshake with and a ping
+  answer from every other peer; then every ordered pair is pinged again from inside the namespaces (tunnel
+  addresses), which must all answer. Goal: 30 peers connected in under 60 s.
+* loss on add: host N+1 joins (a second ``pulumi up``) while ``ping -i 0.05`` runs h1 -> h2 over the tunnel and
+  LAN to LAN (h1's LAN client -> h2's). Goal: 0 packets lost.
+
+On the 3-peer lab, also:
+
+* tunnel vs. no tunnel: iperf3 TCP throughput and ping RTT h1 -> h2 through WireGuard (wireguard-go, as on these
+  hosts) and over the very same underlay without it (h2's public address); the ratio is the tunnel's cost;
+* direct vs. relay: h1 -> h3 direct through the mesh, then with h1's and h3's AllowedIPs changed (``wg set``) so
+  that their traffic goes through h2 (what a hub-and-spoke or relay design does): latency and throughput of both.
+  This is the seed's argument for a full mesh over relaying. Relaying is checked, not assumed: h1's counters for
+  h3 must not move while the relay is measured.
+
+Everything runs on one machine (2 CPUs here): WireGuard, iperf3 and the relay share the same cores, so absolute
+throughput is this machine's; ratios are the point. Traffic stays inside the lab's namespaces.
+
+    sudo .venv/bin/python bench/lab.py [--peers 3 10 30] [--seconds 5] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lab import Lab, LabError, check_prerequisites
+from lab.core import which
+from lab.deploy import LabStack, Pinger, all_pairs, in_lab, tunnel_pairs, wg_show
+
+GOAL_CONNECT_SECONDS = 60.0
+GOAL_CONNECT_PEERS = 30
+
+
+def rtt_ms(lab: Lab, source: str, address: str, count: int = 40) -> float | None:
+    """Average RTT of ``count`` pings 50 ms apart (after one warm-up ping), or None when they do not answer."""
+    in_lab(lab, source, ["ping", "-n", "-q", "-c", "1", "-W", "2", address], timeout=10)
+    result = in_lab(lab, source, ["ping", "-n", "-q", "-c", str(count), "-i", "0.05", "-W", "2", address], timeout=count + 15)
+    for line in result.stdout.splitlines():
+        if line.startswith(("rtt", "round-trip")):
+            return float(line.split("=")[1].split("/")[1])
+    return None
+
+
+def iperf3_bps(lab: Lab, server: str, client: str, address: str, seconds: float) -> float:
+    """TCP throughput client -> server (bits/s as the receiver counted them), one iperf3 run."""
+    listener = subprocess.Popen(
+        lab.exec_argv(server, ["iperf3", "-s", "-1", "-p", "5201"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            listening = in_lab(lab, server, ["ss", "-Hltn", "sport = :5201"], timeout=5)
+            if listening.stdout.strip() or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        result = in_lab(lab, client, ["iperf3", "-J", "-c", address, "-p", "5201", "-t", f"{seconds:g}"], timeout=seconds + 30)
+        if result.returncode != 0:
+            raise RuntimeError(f"iperf3 {client} -> {address}: {(result.stdout + result.stderr)[-400:]}")
+        return float(json.loads(result.stdout)["end"]["sum_received"]["bits_per_second"])
+    finally:
+        try:
+            listener.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            listener.kill()
+            listener.wait()
+
+
+def connect_and_add(peers: int, state_root: Path) -> dict[str, Any]:
+    """Lab of peers+1 hosts; deploy ``peers``; add one more under ping. The lab stays up (returned) for more."""
+    lab = Lab(state_root / f"lab-{peers}")
+    figures: dict[str, Any] = {"peers": peers}
+    started = time.monotonic()
+    lab.up(peers + 1, wait=300)  # another lab (a test run) may hold the machine: take turns
+    figures["lab_build_s"] = round(time.monotonic() - started, 2)
+    try:
+        stack = LabStack(lab, command_timeout=300)
+        names = [f"h{index}" for index in range(1, peers + 1)]
+        deployed = stack.up(stack.config(names))
+        if not deployed.ok:
+            raise RuntimeError(f"pulumi up of {peers} peers failed: {deployed.error}")
+        verified = [name for name, check in deployed.verification.items() if isinstance(check, dict) and check.get("ok")]
+        figures["connect_s"] = round(deployed.seconds, 2)
+        figures["verified_peers"] = len(verified)
+        started = time.monotonic()
+        pairs = all_pairs(lab, tunnel_pairs(lab, names), timeout=10)
+        figures["all_pairs_check_s"] = round(time.monotonic() - started, 2)
+        figures["pairs"] = len(pairs)
+        figures["pairs_answering"] = sum(pairs.values())
+
+        h2 = lab.host("h2")
+        with Pinger(lab, "h1", h2.tunnel_address) as tunnel, Pinger(lab, "h1-lan", h2.lan_client) as lan:
+            added = stack.up(stack.config([*names, f"h{peers + 1}"]))
+        if not added.ok:
+            raise RuntimeError(f"adding peer {peers + 1} failed: {added.error}")
+        assert tunnel.stats and lan.stats
+        figures["add_s"] = round(added.seconds, 2)
+        figures["add_tunnel_ping"] = {"sent": tunnel.stats.transmitted, "lost": tunnel.stats.lost}
+        figures["add_lan_ping"] = {"sent": lan.stats.transmitted, "lost": lan.stats.lost}
+        figures["add_verified"] = all(isinstance(check, dict) and check.get("ok") for check in added.verification.values())
+    except BaseException:
+        lab.down()
+        raise
+    figures["_lab"] = lab
+    return figures
+
+
+def tunnel_and_relay(lab: Lab, seconds: float) -> dict[str, Any]:
+    """iperf3 and RTT: underlay vs tunnel (h1 -> h2), direct vs relayed through h2 (h1 -> h3)."""
+    h2, h3 = lab.host("h2"), lab.host("h3")
+    figures: dict[str, Any] = {}
+    figures["underlay_rtt_ms"] = rtt_ms(lab, "h1", h2.public_address)
+    figures["tunnel_rtt_ms"] = rtt_ms(lab, "h1", h2.tunnel_address)
+    figures["underlay_bps"] = iperf3_bps(lab, "h2", "h1", h2.public_address, seconds)
+    figures["tunnel_bps"] = iperf3_bps(lab, "h2", "h1", h2.tunnel_address, seconds)
+    figures["tunnel_ratio"] = round(figures["tunnel_bps"] / figures["underlay_bps"], 3)
+
+    figures["direct_rtt_ms"] = rtt_ms(lab, "h1", h3.tunnel_address)
+    figures["direct_bps"] = iperf3_bps(lab, "h3", "h1", h3.tunnel_address, seconds)
+
+    # Relay: h1 and h3 forget each other's tunnel address and send it to h2 instead, which forwards wg0 -> wg0.
+    shown = {name: wg_show(lab, name) for name in ("h1", "h2", "h3")}
+    if any(interface is None for interface in shown.values()):
+        raise RuntimeError("wg0 is not up on h1, h2 and h3")
+    keys = {name: interface.public_key for name, interface in shown.items() if interface}
+    for here, far in (("h1", "h3"), ("h3", "h1")):
+        interface = shown[here]
+        assert interface is not None
+        via = interface.peers[keys["h2"]]
+        far_ips = list(interface.peers[keys[far]].allowed_ips)
+        commands = [
+            ["wg", "set", "wg0", "peer", keys[far], "allowed-ips", ""],
+            ["wg", "set", "wg0", "peer", keys["h2"], "allowed-ips", ",".join([*via.allowed_ips, *far_ips])],
+        ]
+        for argv in commands:
+            result = in_lab(lab, here, argv, timeout=10)
+            if result.returncode != 0:
+                raise RuntimeError(f"{here}: {' '.join(argv)}: {result.stderr.strip()}")
+    before = _transfer(lab, "h1", keys["h3"])
+    figures["relay_rtt_ms"] = rtt_ms(lab, "h1", h3.tunnel_address)
+    figures["relay_bps"] = iperf3_bps(lab, "h3", "h1", h3.tunnel_address, seconds)
+    figures["relay_checked"] = _transfer(lab, "h1", keys["h3"]) == before
+    figures["relay_rtt_ratio"] = round(figures["relay_rtt_ms"] / figures["direct_rtt_ms"], 2) if figures["direct_rtt_ms"] else None
+    figures["relay_bps_ratio"] = round(figures["relay_bps"] / figures["direct_bps"], 3)
+    return figures
+
+
+def _transfer(lab: Lab, host: str, key: str) -> tuple[int, int]:
+    """(received, sent) bytes of one peer of a host's wg0."""
+    result = in_lab(lab, host, ["wg", "show", "wg0", "transfer"], timeout=10)
+    for line in result.stdout.splitlines():
+        fields = line.split("\t")
+        if fields[0] == key:
+            return int(fields[1]), int(fields[2])
+    return (0, 0)
+
+
+def mbps(bps: float | None) -> str:
+    return "-" if bps is None else f"{bps / 1e6:,.0f} Mbit/s"
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} ms"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peers", type=int, nargs="+", default=[3, 10, 30])
+    parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 duration per measurement")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON")
+    args, _ignored = parser.parse_known_args()  # ./dev bench passes the same arguments to every bench script
+    try:
+        check_prerequisites()
+    except LabError as exc:
+        print(f"bench/lab.py skipped: {exc}")
+        return 0
+    iperf = which("iperf3") is not None and which("ss") is not None
+    results: dict[str, Any] = {"sizes": [], "machine": {"cpus": len(__import__("os").sched_getaffinity(0))}}
+    print(
+        f"{'peers':>5} {'lab build':>10} {'connect (pulumi up)':>20} {'verified':>9} {'pairs ok':>10} {'add':>7}"
+        f" {'lost on add (tunnel, LAN)':>26}"
+    )
+    with tempfile.TemporaryDirectory(prefix="wgmesh-bench-") as tmp:
+        for peers in args.peers:
+            figures = connect_and_add(peers, Path(tmp))
+            lab = figures.pop("_lab")
+            try:
+                tunnel, lan = figures["add_tunnel_ping"], figures["add_lan_ping"]
+                print(
+                    f"{peers:>5} {figures['lab_build_s']:>9.1f}s {figures['connect_s']:>19.1f}s {figures['verified_peers']:>4}/{peers:<4}"
+                    f" {figures['pairs_answering']:>4}/{figures['pairs']:<5} {figures['add_s']:>6.1f}s"
+                    f"   {tunnel['lost']}/{tunnel['sent']}, {lan['lost']}/{lan['sent']}"
+                )
+                results["sizes"].append(figures)
+                if peers == min(args.peers) and peers >= 3:
+                    if iperf:
+                        results["paths"] = tunnel_and_relay(lab, args.seconds)
+                    else:
+                        print("iperf3 or ss missing (apt-get install iperf3 iproute2): throughput figures skipped")
+            finally:
+                lab.down()
+    paths = results.get("paths")
+    if paths:
+        print(f"\nh1 -> h2, {args.seconds:g} s iperf3 TCP each, RTT = mean of 40 pings:")
+        print(f"  without WireGuard (underlay): {mbps(paths['underlay_bps']):>16}   RTT {ms(paths['underlay_rtt_ms'])}")
+        print(f"  through the tunnel:           {mbps(paths['tunnel_bps']):>16}   RTT {ms(paths['tunnel_rtt_ms'])}")
+        print(f"  tunnel / underlay throughput: {paths['tunnel_ratio']:.3f}")
+        print("h1 -> h3 through the mesh:")
+        print(f"  direct (full mesh):           {mbps(paths['direct_bps']):>16}   RTT {ms(paths['direct_rtt_ms'])}")
+        print(
+            f"  relayed through h2:           {mbps(paths['relay_bps']):>16}   RTT {ms(paths['relay_rtt_ms'])}"
+            f"   ({'checked: no direct traffic' if paths['relay_checked'] else 'NOT checked: direct counters moved'})"
+        )
+        print(f"  relay / direct: throughput {paths['relay_bps_ratio']:.2f}, RTT {paths['relay_rtt_ratio']}")
+    by_size = {figures["peers"]: figures for figures in results["sizes"]}
+    failed = False
+    if GOAL_CONNECT_PEERS in by_size:
+        figures = by_size[GOAL_CONNECT_PEERS]
+        met = figures["connect_s"] < GOAL_CONNECT_SECONDS and figures["pairs_answering"] == figures["pairs"]
+        failed |= not met
+        print(
+            f"\ngoal: {GOAL_CONNECT_PEERS} peers connected in under {GOAL_CONNECT_SECONDS:.0f} s -> {figures['connect_s']:.1f} s, "
+            f"{figures['pairs_answering']}/{figures['pairs']} pairs: {'met' if met else 'NOT met'}"
+        )
+    lost = sum(figures["add_tunnel_ping"]["lost"] + figures["add_lan_ping"]["lost"] for figures in results["sizes"])
+    failed |= lost != 0
+    print(f"goal: 0 packets lost on peer add -> {lost} lost over {len(results['sizes'])} adds: {'met' if lost == 0 else 'NOT met'}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
