@@ -254,17 +254,28 @@ def expected_dump(mesh: Mesh, keys: MeshKeys, name: str) -> tuple[tuple[str, str
     return (keys.private_key(name), str(local.listen_port)), peers
 
 
-def _kill_namespace(namespace: str) -> None:
-    """Stop every process left in the namespace (wireguard-go daemons), bounded, then delete it."""
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs; a zombie does not (here nobody may reap orphans: pid 1 is not an init)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _kill_namespace(namespace: str, interfaces: list[str]) -> None:
+    """Delete our WireGuard interfaces (wireguard-go exits), stop what is left in the namespace, bounded, delete it."""
+    for interface in interfaces:
+        subprocess.run(["ip", "-n", namespace, "link", "delete", interface], capture_output=True, timeout=10)
     listed = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, timeout=10)
     pids = [int(pid) for pid in listed.stdout.split()]
     for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = [pid for pid in pids if _running(pid)]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
-            time.sleep(0.05)
+        while time.monotonic() < deadline and any(_running(pid) for pid in pids):
+            time.sleep(0.02)
     subprocess.run(["ip", "netns", "delete", namespace], capture_output=True, timeout=10)
 
 
@@ -296,7 +307,7 @@ def lab_net(tmp_path: Path) -> Iterator[Lab]:
         yield lab
     finally:
         for namespace in reversed(created):
-            _kill_namespace(namespace)
+            _kill_namespace(namespace, list(lab.interfaces.values()))
         for interface in lab.interfaces.values():
             Path(f"/run/wireguard/{interface}.sock").unlink(missing_ok=True)
 
@@ -527,9 +538,9 @@ def test_uninstall_removes_interface_file_and_rules_and_is_idempotent(lab_net: L
     assert not lab_net.conf_file("a").exists() and os.listdir(lab_net.conf_dir("a")) == []
     assert "wgmesh" not in lab_net.ns("a", "iptables-save"), "PostDown ran"
     deadline = time.monotonic() + 5
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+    while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not Path(f"/proc/{pid}").exists(), "wireguard-go exited"
+    assert not _running(pid), "wireguard-go exited"
     again = lab_net.uninstall("a")
     assert again.returncode == 0 and again.stdout == f"wgmesh: {lab_net.interfaces['a']} already absent\n"
 
