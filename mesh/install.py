@@ -161,12 +161,12 @@ fi
 
 # 3. Install the file: an atomic rename, 0600, only when the content changed (an unchanged file keeps its
 #    mtime). The previous file is kept aside until the config is applied, and put back if applying fails.
-old_post_down=()
+old_post_down=() old_dns="" old_table=""
 changed=1
 if [[ -f $conf ]]; then
   cmp -s "$new" "$conf" && changed=0
   parse_settings "$conf"
-  old_post_down=( "${POST_DOWN[@]}" )
+  old_post_down=( "${POST_DOWN[@]}" ) old_dns=$DNS old_table=$TABLE
   cp -p -- "$conf" "$work/previous.conf"
   parse_settings "$new"
 fi
@@ -203,6 +203,8 @@ fi
 if ! wg syncconf "$iface" "$work/stripped" 2>&1 | redact; then restore "wg syncconf failed"; fi
 ip link set up dev "$iface"
 stats=""
+[[ $DNS == "$old_dns" ]] || say "note: DNS changes take effect when $iface restarts"
+[[ ${TABLE,,} == "${old_table,,}" ]] || say "note: routes of the old Table = ${old_table:-auto} stay until $iface restarts"
 
 #     Addresses: add the new ones before removing stale ones (no moment without an address). Removing an IPv4
 #     primary address also removes the secondaries in its subnet unless promote_secondaries is on: turn it on for
@@ -447,6 +449,10 @@ def install_script(interface: str = "wg0", conf_dir: str = DEFAULT_CONF_DIR) -> 
        re-run (idempotent by construction). No restart, so traffic through the mesh is not interrupted.
 
     Prints one line on stdout, e.g. ``wgmesh: wg0 synced without restart (2 peers, routes +1 -1)``.
+
+    Left for the next restart of the interface (a note on stderr says so): DNS changes, a changed ``Table =``
+    (the old table's routes stay), a new ``/0`` in AllowedIPs with the default table (it needs wg-quick's policy
+    routing). PreUp/PreDown only ever run at up/down.
     """
     _check_interface(interface)
     _check_conf_dir(conf_dir)

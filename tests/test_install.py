@@ -59,7 +59,7 @@ UNDERLAY = {"a": "172.31.0.1", "b": "172.31.0.2", "c": "172.31.0.3"}
 KEYS = seeded_keys(HOSTS, "install")
 
 
-def mesh_of(*names: str, network: str | list[str] = "10.255.0.0/24", **changes: dict[str, Any]) -> Mesh:
+def mesh_of(*names: str, network: str | list[str] = "10.255.0.0/24", mtu: int | None = None, **changes: dict[str, Any]) -> Mesh:
     """A mesh of the named lab hosts; ``changes`` overrides fields per peer (``a={"address": ...}``)."""
     peers = []
     for name in names:
@@ -72,7 +72,7 @@ def mesh_of(*names: str, network: str | list[str] = "10.255.0.0/24", **changes: 
         }
         peer.update(changes.get(name, {}))
         peers.append(peer)
-    return load_mesh({"network": network, "peers": peers})
+    return load_mesh({"network": network, "peers": peers} | ({"mtu": mtu} if mtu else {}))
 
 
 def secrets_of(text: str) -> list[str]:
@@ -458,13 +458,21 @@ def test_address_changes_are_reconciled_in_place(lab_net: Lab) -> None:
     pids = {host: lab_net.wireguard_go_pid(host) for host in ("a", "b")}
     assert lab_net.addresses("a") == {"10.255.0.1/24"}
 
-    # a moves to another IPv4 address and gains an IPv6 one; b gets an IPv6 one too.
+    nat_rules = [line for line in lab_net.ns("a", "iptables-save", "-t", "nat").splitlines() if "wgmesh" in line]
+    assert nat_rules and all("-o eth0" in line for line in nat_rules)
+
+    # a moves to another IPv4 address, gains an IPv6 one and a new egress interface (its NAT hooks change);
+    # b gets an IPv6 address too; the MTU changes everywhere.
     dual = ["10.255.0.0/24", "fd00:255::/64"]
-    second = mesh_of("a", "b", network=dual, a={"address": ["10.255.0.11", "fd00:255::1"]}, b={"address": ["10.255.0.2", "fd00:255::2"]})
+    a = {"address": ["10.255.0.11", "fd00:255::1"], "egress_interface": "eth9"}
+    second = mesh_of("a", "b", network=dual, mtu=1380, a=a, b={"address": ["10.255.0.2", "fd00:255::2"]})
     for host in ("a", "b"):
         run = install_ok(lab_net, host, render_peer_config(second, host, KEYS))
-        assert "addresses +" in run.stdout
+        assert "addresses +" in run.stdout and "mtu 1380" in run.stdout
         assert lab_net.wireguard_go_pid(host) == pids[host]
+        assert " mtu 1380 " in lab_net.ns(host, "ip", "-o", "link", "show", "dev", lab_net.interfaces[host])
+    nat_rules = [line for line in lab_net.ns("a", "iptables-save", "-t", "nat").splitlines() if "wgmesh" in line]
+    assert nat_rules and all("-o eth9" in line for line in nat_rules), "the old config's rules went with its PostDown"
     assert lab_net.addresses("a") == {"10.255.0.11/24", "fd00:255::1/64"}
     assert lab_net.addresses("b") == {"10.255.0.2/24", "fd00:255::2/64"}
     assert lab_net.dump("b") == expected_dump(second, KEYS, "b")
@@ -633,3 +641,14 @@ def test_the_secret_detector_would_catch_a_key_on_a_command_line(lab_net: Lab) -
     run = run_script(lab_net.namespaces["a"], f"/bin/true {secret}")
     with pytest.raises(AssertionError, match="command line"):
         run.assert_clean([secret])
+
+
+@lab
+def test_verify_json_survives_odd_names_and_a_missing_interface(lab_net: Lab) -> None:
+    """Peer names are JSON-encoded by Python, not by bash; no interface and no route: one round, exit 1, valid JSON."""
+    odd = 'it\'s "c" \\ ü'
+    script = verify_script(lab_net.interfaces["a"], [(odd, KEYS.public_key("c"), "10.255.0.99")], timeout_seconds=0)
+    run = run_script(lab_net.namespaces["a"], script)
+    assert run.returncode == 1 and run.seconds < 5
+    report = json.loads(run.stdout)
+    assert report["ok"] is False and report["peers"] == {odd: {"handshake": False, "ping": False, "rtt_ms": None}}
