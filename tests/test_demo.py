@@ -80,7 +80,7 @@ def test_as_root_it_builds_the_mesh_on_the_lab_and_takes_it_down(tmp_path: Path,
             assert re.search(rf"^  {name}: ok in [\d.]+s: ", out, re.MULTILINE), out
         assert "3 packets transmitted, 3 received, 0% packet loss" in out
         assert "lab down: removed" in out
-        assert lab.state() is None
+        assert lab.state() is None and not (state / "executor.json").exists()
     finally:
         lab.down()
 

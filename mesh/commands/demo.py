@@ -105,7 +105,7 @@ def _lab_unavailable() -> str | None:
 def _lab_demo(args: argparse.Namespace) -> int:
     # Imported here: the lab and the program harness load pulumi, which the rest of the CLI never needs.
     from lab import Lab, LabError
-    from lab.deploy import LabStack, in_lab
+    from lab.deploy import STATE_FILE, LabStack, in_lab
     from lab.program import PROGRAM
 
     program = PROGRAM if PROGRAM.is_file() else Path("__main__.py")
@@ -157,6 +157,7 @@ def _lab_demo(args: argparse.Namespace) -> int:
             print(f"stack file {lab.stack_path}; take it down with: python -m mesh lab down --state {args.state}")
         else:
             removed = lab.down()
+            (lab.state_dir / STATE_FILE).unlink(missing_ok=True)  # the deploy's state: its hosts are gone
             print(f"\nlab down: removed {', '.join(f'{count} {kind}' for kind, count in removed.items())}")
     return code
 
