@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -50,11 +51,17 @@ def test_skip_lab_and_a_default_temporary_output(capsys: pytest.CaptureFixture[s
         rendered.rmdir()
 
 
-def test_an_invalid_description_is_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_invalid_description_is_exit_1_and_leaves_no_temporary_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("network: 10.255.0.0/24\npeers: [{name: a}]\n")
     assert main(["demo", str(bad), "--out", str(tmp_path / "out"), "--skip-lab"]) == 1
     assert "error:" in capsys.readouterr().err
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert main(["demo", str(bad), "--skip-lab"]) == 1
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def require_lab() -> None:

@@ -14,6 +14,7 @@ can be shown. Exit 1 only when something that ran failed (an invalid example, a 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -73,8 +74,12 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)  # the key file goes there too, never beside the example
     except OSError as exc:
         raise UserError(f"{out}: cannot create the output directory ({exc.strerror})") from None
-    check.run(argparse.Namespace(file=example, keys=out / "mesh.keys.yaml", public_keys=False, quiet=False))
-    render.run(argparse.Namespace(file=example, out=out, keys=out / "mesh.keys.yaml", peer=None))
+    try:
+        check.run(argparse.Namespace(file=example, keys=out / "mesh.keys.yaml", public_keys=False, quiet=False))
+        render.run(argparse.Namespace(file=example, out=out, keys=out / "mesh.keys.yaml", peer=None))
+    except BaseException:
+        _forget(out, made=args.out is None)  # e.g. an invalid description: no temporary directory left behind
+        raise
     print()
     if args.skip_lab:
         print("== 2/2 local lab: skipped (--skip-lab)")
@@ -85,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
         print("   (the rendered configs above are all this machine can show; run `sudo ./dev demo` to build the mesh for real)")
         return EXIT_OK
     return _lab_demo(args)
+
+
+def _forget(out: Path, *, made: bool) -> None:
+    """Remove the temporary output directory this run made, when step 1 failed."""
+    if made:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _lab_unavailable() -> str | None:
