@@ -70,8 +70,9 @@ parse_settings() {
     [[ $key == "["* ]] && in_interface=0
     [[ $key == "[Interface]" ]] && in_interface=1
     [[ $in_interface -eq 1 ]] || continue
+    # shellcheck disable=SC2206
     case "$key" in
-      Address) ADDRESSES+=( ${value//,/ } ) ;;
+      Address) ADDRESSES+=( ${value//,/ } ) ;; # split as wg-quick does
       MTU) MTU="$value" ;;
       Table) TABLE="$value" ;;
       DNS) DNS="$value" ;;
@@ -88,14 +89,15 @@ parse_settings() {
 # the real `wg setconf` parser and the real `ip` checks of every Address, the MTU and the routing table.
 _SCRATCH_CHECK = r"""
 check_in_scratch_netns() {
-  local stripped=$1 name=$2 mtu=$3 table=$4 address pid="" tries
+  local stripped=$1 name=$2 mtu=$3 table=$4 address pid=""
   shift 4
   if ! ip link add "$name" type wireguard 2>/dev/null; then
     "${WG_QUICK_USERSPACE_IMPLEMENTATION:-wireguard-go}" -f "$name" >/dev/null 2>&1 &
     pid=$!
     # On exit (values expanded now: they are locals), stop it and remove the control socket it leaves behind.
+    # shellcheck disable=SC2064
     trap "kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f /var/run/wireguard/$name.sock" EXIT
-    for tries in {1..250}; do
+    for _ in {1..250}; do
       [[ -S /var/run/wireguard/$name.sock ]] && break
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.02
@@ -132,6 +134,7 @@ _INSTALL = r"""
 #    the final mv is atomic; umask 077 makes every file 0600 from its creation. Leftovers of a killed run go.
 umask 077
 for tool in wg wg-quick ip unshare; do command -v "$tool" >/dev/null || die "$tool is not installed"; done
+# shellcheck disable=SC2174 # 0700 is for conf_dir itself
 mkdir -p -m 0700 "$conf_dir"
 find "$conf_dir" -maxdepth 1 -name '.wgmesh-install.*' -mmin +60 -exec rm -rf -- {} + 2>/dev/null || true
 work=$(mktemp -d "$conf_dir/.wgmesh-install.XXXXXX")

@@ -342,6 +342,14 @@ def test_every_script_is_valid_bash() -> None:
         assert "\t" not in script and all(line == line.rstrip() for line in script.splitlines()), f"{name}: diff noise"
 
 
+def test_every_script_passes_shellcheck() -> None:
+    require_tools("shellcheck")
+    peers = [("b", KEYS.public_key("b"), "10.255.0.2")]
+    for script in (install_script(), uninstall_script(), verify_script("wg0", peers), wait_for_boot_script(), user_data_script()):
+        result = subprocess.run(["shellcheck", "-s", "bash", "-f", "gcc", "-"], input=script, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout
+
+
 def test_parameters_are_checked() -> None:
     with pytest.raises(ValueError, match="interface name"):
         install_script("wg0; rm -rf /")
