@@ -81,6 +81,17 @@ def require_root_netns() -> None:
         pytest.skip(f"`ip netns` does not work here: {probe.stderr.strip()}")
 
 
+def require_lab() -> None:
+    """Skip, saying what is missing, unless we are root with every tool the lab and the tests run."""
+    from lab.core import LabError, check_prerequisites
+
+    try:
+        check_prerequisites()
+    except LabError as exc:
+        pytest.skip(f"lab unavailable: {exc}")
+    require_tools("ssh", "ping")
+
+
 @pytest.fixture
 def netns(request: pytest.FixtureRequest) -> Iterator[str]:
     """A throwaway network namespace (unique name ``wgmesh-t-<pid>-<n>``), deleted afterwards even on failure."""

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import Lab, LabError, check_prerequisites
+from lab import Lab
 from mesh.cli import main
-from tests.conftest import REPO, require_tools
+from tests.conftest import REPO, require_lab
 
 
 def test_without_root_it_renders_and_says_what_it_skipped(
@@ -62,14 +62,6 @@ def test_an_invalid_description_is_exit_1_and_leaves_no_temporary_directory(
     (tmp_path / "tmp").mkdir()
     assert main(["demo", str(bad), "--skip-lab"]) == 1
     assert list((tmp_path / "tmp").iterdir()) == []
-
-
-def require_lab() -> None:
-    try:
-        check_prerequisites()
-    except LabError as exc:
-        pytest.skip(f"lab unavailable: {exc}")
-    require_tools("ssh", "ping")
 
 
 @pytest.mark.lab

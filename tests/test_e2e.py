@@ -36,10 +36,10 @@ from typing import Any
 
 import pytest
 
-from lab import Lab, LabError, check_prerequisites
+from lab import Lab
 from lab.deploy import LabStack, Pinger, UpResult, WgInterface, all_pairs, lan_pairs, ping, tunnel_pairs, wg_show, wireguard_pids
 from lab.executor import LabExecutor, SshResult
-from tests.conftest import require_tools
+from tests.conftest import require_lab
 
 pytestmark = pytest.mark.lab
 
@@ -48,14 +48,6 @@ HOSTS = 5  # h4: the peer added and removed; h5: behind NAT
 NAT_HOST = "h5"
 # A private or preshared key as wg prints it: 43 base64 characters and one '='.
 KEY_TEXT = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
-
-
-def require_lab() -> None:
-    try:
-        check_prerequisites()
-    except LabError as exc:
-        pytest.skip(f"lab unavailable: {exc}")
-    require_tools("ssh", "ping")
 
 
 @pytest.fixture(scope="module")

@@ -31,24 +31,15 @@ import pulumi
 import pytest
 import yaml
 
-from lab import Lab, LabBusy, LabError, check_prerequisites, topology
+from lab import Lab, LabBusy, LabError, topology
 from lab.core import ns_inode, processes_in
 from mesh.cli import main
-from tests.conftest import require_tools
+from tests.conftest import require_lab
 
 pytestmark = pytest.mark.lab
 
 SSH_BASE = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
 SSH_BASE += ["-o", "ConnectTimeout=5", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]
-
-
-def require_lab() -> None:
-    """Skip, saying what is missing, unless we are root with every tool the lab and the tests run."""
-    try:
-        check_prerequisites()
-    except LabError as exc:
-        pytest.skip(f"lab unavailable: {exc}")
-    require_tools("ssh", "ping")
 
 
 def ssh(
