@@ -282,11 +282,11 @@ def test_masquerade_lets_a_vpc_host_without_a_route_back_answer_the_tunnel(tmp_p
     require_tools("wireguard-go", "wg", "wg-quick", "iptables", "iptables-save", "ip6tables", "ip6tables-save", "ping", "bash")
     mesh = load_mesh(TRAFFIC_MESH)
     keys = seeded_keys(mesh.names)
-    suffix = os.getpid() % 100000
+    suffix = os.getpid() % 1000000  # wgt* like the fixture above: wireguard-go sockets are global, names must not collide
     with (
         namespaces("cl", "gw", "vpc") as ns,
-        running_wireguard_go(ns["cl"], f"wgc{suffix}", tmp_path / "cl.log") as wg_cl,
-        running_wireguard_go(ns["gw"], f"wgg{suffix}", tmp_path / "gw.log") as wg_gw,
+        running_wireguard_go(ns["cl"], f"wgtc{suffix}", tmp_path / "cl.log") as wg_cl,
+        running_wireguard_go(ns["gw"], f"wgtg{suffix}", tmp_path / "gw.log") as wg_gw,
     ):
 
         def ip(role: str, *arguments: str) -> str:
