@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import os
 from functools import lru_cache
@@ -73,6 +74,9 @@ def public_key(private_key: str) -> str:
     return encode_key(raw)
 
 
+_SHA256_BLOCK = 64
+
+
 def generate_mesh_secret() -> bytes:
     """A fresh 32-byte mesh secret, the one value every preshared key of a mesh is derived from."""
     return os.urandom(KEY_BYTES)
@@ -102,7 +106,11 @@ class PresharedKeyDeriver:
     def __init__(self, mesh_secret: bytes) -> None:
         if len(mesh_secret) < KEY_BYTES:
             raise ValueError(f"the mesh secret must have at least {KEY_BYTES} bytes, got {len(mesh_secret)}")
-        self._prk = hmac.digest(PSK_SALT, mesh_secret, "sha256")
+        prk = hmac.digest(PSK_SALT, mesh_secret, "sha256").ljust(_SHA256_BLOCK, b"\0")
+        # HMAC(prk, m) = H((prk ^ opad) || H((prk ^ ipad) || m)): both padded-key blocks are hashed once here and
+        # each pair only copies those states, which halves the cost of N^2/2 derivations.
+        self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in prk))
+        self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in prk))
         self._raw: dict[str, bytes] = {}
 
     def _decoded(self, key: str) -> bytes:
@@ -113,7 +121,11 @@ class PresharedKeyDeriver:
 
     def __call__(self, public_a: str, public_b: str) -> str:
         first, second = sorted((self._decoded(public_a), self._decoded(public_b)))
-        return encode_key(hmac.digest(self._prk, first + second + b"\x01", "sha256"))
+        inner = self._inner.copy()
+        inner.update(first + second + b"\x01")
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return encode_key(outer.digest())
 
 
 def is_valid_key(text: object) -> bool:
