@@ -145,7 +145,7 @@ class WireGuardPeer(pulumi.ComponentResource):
             opts=child,
         )
         self.security_group = group
-        self._rules(name, host, args, group, child)
+        rules = self._rules(name, host, args, group, child)
 
         interface = aws.ec2.NetworkInterface(
             f"{name}-eni",
@@ -199,7 +199,9 @@ class WireGuardPeer(pulumi.ComponentResource):
             tags=named("wireguard"),
             # A newer Ubuntu image must not silently replace a running mesh member: upgrade on purpose with
             # `pulumi up --replace <urn>`.
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[association, attachment], ignore_changes=["ami"])),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[association, attachment, rules["all-out"]], ignore_changes=["ami"])
+            ),
         )
         self.endpoint_host = address.public_ip
         self.ssh_host = address.public_ip
@@ -211,10 +213,12 @@ class WireGuardPeer(pulumi.ComponentResource):
 
     def _rules(
         self, name: str, host: AwsHostArgs, args: WireGuardPeerArgs, group: aws.ec2.SecurityGroup, child: pulumi.ResourceOptions
-    ) -> None:
+    ) -> dict[str, aws.ec2.SecurityGroupRule]:
         """The rules that do not depend on other peers' addresses (WireGuard's rule is added by the mesh).
 
-        All rules are separate resources, never inline: mixing the two makes the provider fight itself.
+        All rules are separate resources, never inline: mixing the two makes the provider fight itself. The
+        provider removes a new group's default egress rule, so the instance waits for ``all-out`` (its user data
+        downloads WireGuard at boot).
         """
         icmp_sources = sorted({route for route in args.mesh_routes if ip_network(route).version == 4} | {host.vpc_cidr})
         rules = {
@@ -224,11 +228,13 @@ class WireGuardPeer(pulumi.ComponentResource):
             "vpc-in": dict(type="ingress", protocol="-1", from_port=0, to_port=0, cidr_blocks=[host.vpc_cidr]),
             "all-out": dict(type="egress", protocol="-1", from_port=0, to_port=0, cidr_blocks=[ALL_IPV4]),
         }
-        for suffix, rule in rules.items():
-            if rule["cidr_blocks"]:
-                aws.ec2.SecurityGroupRule(
-                    f"{name}-{suffix}", security_group_id=group.id, description=f"wgmesh {suffix}", **rule, opts=child
-                )
+        return {
+            suffix: aws.ec2.SecurityGroupRule(
+                f"{name}-{suffix}", security_group_id=group.id, description=f"wgmesh {suffix}", **rule, opts=child
+            )
+            for suffix, rule in rules.items()
+            if rule["cidr_blocks"]
+        }
 
     def admit_wireguard_from(self, sources: pulumi.Input[Sequence[str]]) -> aws.ec2.SecurityGroupRule | None:
         """Admit this peer's WireGuard UDP port from the other peers' public addresses (one rule, O(1) resources).
