@@ -10,7 +10,7 @@ stdin (the ``stdin`` input, a secret). So every script here is a self-contained 
 * prints at most one short, non-secret line on stdout (the Pulumi output) and everything else on stderr.
 
 Updates are hitless: when the interface is up, ``install_script`` validates the new config in a scratch network
-namespace, then applies it with ``wg syncconf`` plus address, MTU, route and hook reconciliation instead of a
+namespace, then applies it like ``wg syncconf`` (in parts: see step 4b) plus address, MTU, route and hook reconciliation instead of a
 ``wg-quick down/up`` that would drop every tunnel of the mesh for an unrelated peer's change.
 
 The script texts appear verbatim in ``pulumi preview`` diffs, so they stay commented and free of generated noise;
@@ -202,8 +202,43 @@ if ! wg show "$iface" >/dev/null 2>&1; then
 fi
 
 # 4b. Interface up: apply the differences without restarting it, so that the tunnels of unchanged peers carry
-#     traffic throughout. wg syncconf changes keys, port and peers in place (handshakes of untouched peers stay).
-if ! wg syncconf "$iface" "$work/stripped" 2>&1 | redact; then restore "wg syncconf failed"; fi
+#     traffic throughout (handshakes of untouched peers stay). This is `wg syncconf`, done in parts: syncconf
+#     always sets the listen port, and wireguard-go closes and reopens its UDP sockets whenever that happens,
+#     even for the port it already has, losing what arrives meanwhile (the kernel module ignores it). So the
+#     interface's key and port are set only when they change, the peers go in with `wg addconf` (it adds new
+#     peers and replaces an existing peer's AllowedIPs, endpoint and keepalive in place), and peers the new
+#     config no longer has are removed.
+setting() {
+  awk -v key="$1" 'tolower($0) ~ "^[[:space:]]*" key "[[:space:]]*=" {
+    sub(/^[^=]*=[[:space:]]*/, ""); sub(/[[:space:]]+$/, ""); print; exit
+  }' "$work/stripped"
+}
+synced_ok=1
+new_key=$(setting privatekey)
+if [[ -n $new_key && $new_key != "$(wg show "$iface" private-key 2>/dev/null)" ]]; then
+  printf '%s\n' "$new_key" > "$work/private.key"
+  wg set "$iface" private-key "$work/private.key" 2>&1 | redact || synced_ok=0
+fi
+unset new_key
+new_port=$(setting listenport)
+if [[ -n $new_port && $new_port != "$(wg show "$iface" listen-port 2>/dev/null)" ]]; then
+  wg set "$iface" listen-port "$new_port" 2>&1 | redact || synced_ok=0
+fi
+new_fwmark=$(setting fwmark)
+if [[ -n $new_fwmark && $new_fwmark != "$(wg show "$iface" fwmark 2>/dev/null)" ]]; then
+  wg set "$iface" fwmark "$new_fwmark" 2>&1 | redact || synced_ok=0
+fi
+awk '/^[[:space:]]*\[/ { in_peer = (tolower($0) ~ /^[[:space:]]*\[peer\]/) } in_peer' "$work/stripped" > "$work/peers.conf"
+[[ $synced_ok -eq 1 ]] && wg addconf "$iface" "$work/peers.conf" 2>&1 | redact || synced_ok=0
+declare -A wanted_peers=()
+while read -r key; do
+  wanted_peers[$key]=1
+done < <(awk '/^[[:space:]]*\[/ { in_peer = (tolower($0) ~ /^[[:space:]]*\[peer\]/) }
+              in_peer && tolower($0) ~ /^[[:space:]]*publickey[[:space:]]*=/ { sub(/^[^=]*=[[:space:]]*/, ""); print }' "$work/stripped")
+for key in $(wg show "$iface" peers); do
+  [[ -n ${wanted_peers[$key]:-} ]] || wg set "$iface" peer "$key" remove || synced_ok=0
+done
+[[ $synced_ok -eq 1 ]] || restore "applying the config to $iface failed"
 ip link set up dev "$iface"
 stats=""
 [[ $DNS == "$old_dns" ]] || say "note: DNS changes take effect when $iface restarts"
@@ -447,7 +482,8 @@ def install_script(interface: str = "wg0", conf_dir: str = DEFAULT_CONF_DIR) -> 
        disturb the live interface. A rejected config exits 1 with a redacted message; file and interface stay.
     3. Atomic rename to ``<conf_dir>/<interface>.conf`` (0600), skipped when the bytes are unchanged.
     4. Interface down: ``systemctl restart wg-quick@<iface>`` (enabled, when systemd manages /etc/wireguard) or
-       ``wg-quick up <file>``. Interface up: ``wg syncconf`` (hitless: untouched peers keep their sessions), then
+       ``wg-quick up <file>``. Interface up: ``wg syncconf``'s effect, in parts (key and port only when changed,
+       ``wg addconf`` for the peers, stale peers removed; hitless: untouched peers keep sessions, wireguard-go keeps its sockets), then
        addresses, MTU and AllowedIPs routes are reconciled in place, stale PostDown hooks run and PostUp hooks
        re-run (idempotent by construction). No restart, so traffic through the mesh is not interrupted.
 

@@ -221,6 +221,12 @@ class Lab:
         peers = {row[0]: (row[1], row[2], row[3], row[7]) for row in rows[1:]}
         return (private, port), peers
 
+    def udp_sockets(self, host: str) -> set[str]:
+        """Inodes of the UDP sockets on the interface's listen port: the same inodes mean no rebind."""
+        port = self.dump(host)[0][1]
+        text = self.ns(host, "ss", "-uanpe")
+        return {found for line in text.splitlines() if f":{port} " in line for found in re.findall(r"ino:(\d+)", line)}
+
     def addresses(self, host: str) -> set[str]:
         text = self.ns(host, "ip", "-o", "address", "show", "dev", self.interfaces[host])
         return {line.split()[3] for line in text.splitlines() if not line.split()[3].startswith("fe80:")}
@@ -423,6 +429,8 @@ def test_changed_config_is_applied_without_restart_and_without_losing_a_packet(l
     for host in ("a", "b"):
         install_ok(lab_net, host, render_peer_config(first, host, KEYS))
     pids = {host: lab_net.wireguard_go_pid(host) for host in ("a", "b")}
+    sockets = {host: lab_net.udp_sockets(host) for host in ("a", "b")}
+    assert all(sockets.values())
     assert lab_net.ping("b", "10.255.0.1")
 
     # c joins, and b's routed subnet changes (AllowedIPs on a).
@@ -445,8 +453,9 @@ def test_changed_config_is_applied_without_restart_and_without_losing_a_packet(l
     assert re.search(r"60 packets transmitted, 60 received, 0% packet loss", output), output
     for host in ("a", "b"):
         assert runs[host].stdout.startswith(f"wgmesh: {lab_net.interfaces[host]} synced without restart (2 peers")
-        assert '"wg", "syncconf"' in runs[host].execs and '"wg-quick", "up"' not in runs[host].execs
+        assert '"wg", "addconf"' in runs[host].execs and '"wg-quick", "up"' not in runs[host].execs
         assert lab_net.wireguard_go_pid(host) == pids[host], "same wireguard-go process: no restart"
+        assert lab_net.udp_sockets(host) == sockets[host], "same UDP sockets: wireguard-go did not rebind"
         assert lab_net.dump(host) == expected_dump(second, KEYS, host)
         assert os.listdir(lab_net.conf_dir(host)) == [lab_net.conf_file(host).name]
     assert lab_net.routes("a") == {"10.7.20.0/24", "10.9.0.0/16", "10.7.3.0/24"}, "new AllowedIPs routed, stale 10.7.2.0/24 gone"
