@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.core import Lab, ns_inode, processes_in, tool_env
+from lab.core import Lab, LabError, ns_inode, processes_in, tool_env
+from lab.core import run as run_command
 from lab.executor import CommandFailed, LabExecutor
 from lab.program import PROGRAM, run_program, stack_config
 
@@ -142,18 +143,11 @@ def in_lab(
     lab: Lab, target: str, argv: Sequence[str], *, timeout: float = 30, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``argv`` in a lab namespace (``h1``, ``h1-lan``, ``h3-nat``, ``inet``), bounded in time; never raises on exit."""
+    command = lab.exec_argv(target, argv)
     try:
-        return subprocess.run(
-            lab.exec_argv(target, argv),
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=tool_env(),
-        )
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(list(argv), 124, "", f"timed out after {timeout:.0f}s")
+        return run_command(command, stdin=stdin, timeout=timeout, check=False)
+    except LabError as exc:  # it did not finish in time
+        return subprocess.CompletedProcess(list(argv), 124, "", str(exc))
 
 
 def ping(lab: Lab, target: str, address: str, *, count: int = 1, wait: float = PING_TIMEOUT) -> bool:

@@ -61,24 +61,15 @@ def policies(enforcement_level: EnforcementLevel = EnforcementLevel.MANDATORY) -
     built: list[Policy] = []
     for rule in RULES:
         schema = PolicyConfigSchema(properties={key: dict(value) for key, value in rule.config.items()}) if rule.config else None
-        if rule.stack:
-            built.append(
-                StackValidationPolicy(
-                    name=rule.name,
-                    description=rule.description,
-                    validate=_stack_validate(rule),
-                    enforcement_level=enforcement_level,
-                    config_schema=schema,
-                )
+        policy = StackValidationPolicy if rule.stack else ResourceValidationPolicy
+        validate = _stack_validate(rule) if rule.stack else _resource_validate(rule)
+        built.append(
+            policy(
+                name=rule.name,
+                description=rule.description,
+                validate=validate,
+                enforcement_level=enforcement_level,
+                config_schema=schema,
             )
-        else:
-            built.append(
-                ResourceValidationPolicy(
-                    name=rule.name,
-                    description=rule.description,
-                    validate=_resource_validate(rule),
-                    enforcement_level=enforcement_level,
-                    config_schema=schema,
-                )
-            )
+        )
     return built
