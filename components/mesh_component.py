@@ -24,6 +24,7 @@ from components.keys import random_seed, seed_bytes
 from components.peer import WireGuardPeer
 from mesh.install import install_script, uninstall_script, verify_script, wait_for_boot_script
 from mesh.model import Mesh
+from mesh.relays import CLEARTEXT_NOTE, relayed_pairs
 from mesh.render import MeshKeys, config_digest, render_all
 from mesh.stackconfig import resolve_endpoints
 
@@ -57,6 +58,7 @@ class MeshComponent(pulumi.ComponentResource):
     configs: pulumi.Output[dict[str, str]]
     config_digests: pulumi.Output[dict[str, str]]
     verification: pulumi.Output[dict[str, Any]]
+    relays: dict[str, Any]
 
     def __init__(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         _check_args(args)
@@ -87,8 +89,17 @@ class MeshComponent(pulumi.ComponentResource):
         self.installs = installs
         self.verification = pulumi.Output.all(**verifications) if verifications else pulumi.Output.from_input({})
         self.networks = [str(network) for network in mesh.networks]
+        # Known before anything is created (the choice is pure), so `pulumi preview` already shows it.
+        pairs = [pair.as_output() for pair in relayed_pairs(mesh)]
+        self.relays = {"pairs": pairs, "note": CLEARTEXT_NOTE} if pairs else {"pairs": []}
         self.register_outputs(
-            {"networks": self.networks, "config_digests": self.config_digests, "configs": self.configs, "verification": self.verification}
+            {
+                "networks": self.networks,
+                "config_digests": self.config_digests,
+                "configs": self.configs,
+                "verification": self.verification,
+                "relays": self.relays,
+            }
         )
 
     def _connection(self, peer_name: str, peer: WireGuardPeer, args: MeshArgs) -> command.remote.ConnectionArgs:
@@ -136,14 +147,17 @@ class MeshComponent(pulumi.ComponentResource):
         installs: list[command.remote.Command],
         mesh_digest: pulumi.Output[str],
     ) -> command.remote.Command:
-        others = [(other.name, str(other.addresses[0].ip)) for other in mesh.others(peer_name)]
+        # A peer reached through a relay is checked by its ping and by the handshake with its relay, which carries it.
+        relays = mesh.relayed.get(peer_name, {})
+        others = [(other.name, relays.get(other.name, other.name), str(other.addresses[0].ip)) for other in mesh.others(peer_name)]
         script = pulumi.Output.all(self.public_keys, mesh_digest).apply(
             lambda values: (
                 f"# wgmesh: verify {peer_name}, mesh sha256={values[1]}\n"
                 + verify_script(
                     mesh.interface,
-                    [(other_name, values[0][other_name], address) for other_name, address in others],
+                    [(other_name, values[0][carrier], address) for other_name, carrier, address in others],
                     timeout_seconds=args.verify_timeout,
+                    relays=relays,
                 )
             )
         )

@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from mesh.model import Peer
+from mesh.model import Mesh, Peer
+
+# Said wherever relays are shown (check, graph, stack output, docs): what a user trusts a relay with.
+CLEARTEXT_NOTE = "a relay decrypts and re-encrypts what it forwards, so it sees the relayed traffic in the clear"
 
 
 def rendezvous_score(first: str, second: str, candidate: str) -> int:
@@ -71,3 +75,30 @@ def assign_relays(peers: Sequence[Peer]) -> tuple[tuple[str, str, str], ...]:
                 raise ValueError(f"peers {first.name!r} and {second.name!r} are both behind NAT and no peer can relay between them")
             pairs.append((first.name, second.name, relay))
     return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class RelayedPair:
+    """A pair of peers behind NAT and its relay, as ``check``, ``graph`` and the stack output show it.
+
+    ``pinned_by`` is the peer whose ``relay:`` named the relay (the first of the pair when both did), or ``None``
+    when it was chosen by rendezvous hashing and may move when public peers come and go.
+    """
+
+    first: str
+    second: str
+    relay: str
+    pinned_by: str | None
+
+    def as_output(self) -> dict[str, object]:
+        """The stack-output form: plain JSON values."""
+        return {"peers": [self.first, self.second], "relay": self.relay, "pinned_by": self.pinned_by}
+
+
+def relayed_pairs(mesh: Mesh) -> list[RelayedPair]:
+    """Every relayed pair of ``mesh``, in its order, with who pinned the relay."""
+    pairs = []
+    for first, second, relay in mesh.relays:
+        pinned_by = next((name for name in (first, second) if mesh.peer(name).relay == relay), None)
+        pairs.append(RelayedPair(first, second, relay, pinned_by))
+    return pairs

@@ -9,13 +9,18 @@ deployed mesh's pairs) cannot pass unnoticed. Rendering is checked on IPv4 and I
 from __future__ import annotations
 
 from ipaddress import ip_network
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mesh import MeshConfigError, load_mesh
+from mesh.cli import main
+from mesh.graph import to_dot, to_mermaid, topology
+from mesh.install import verify_script
 from mesh.relays import choose_relay, rendezvous_score
 from mesh.render import forwarding_rules, render_all
 from mesh.wgconf import parse_config
@@ -199,3 +204,53 @@ def test_a_nat_peer_routes_the_other_through_its_relay_which_forwards_without_na
     # wg0 -> wg0 is never NATed: every NAT rule is bound to leaving by the egress interface.
     nat_rules = [command for command in up if "MASQUERADE" in command or "MARK" in command]
     assert nat_rules and all(f"-o {mesh.peer(relay).egress_interface} " in command for command in nat_rules)
+
+
+# ------------------------------------------------------------------------------------- where the mesh is shown
+
+
+def test_check_lists_each_relayed_pair_with_its_relay_how_it_was_chosen_and_the_cleartext_caveat(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = described(r1={"relay_allowed": False})
+    raw["peers"].append({"name": "laptop", "relay": "r2"})
+    path = tmp_path / "mesh.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "relayed pairs (both behind NAT): a relay decrypts and re-encrypts what it forwards, so it sees" in out
+    assert "home <-> office    via r2 (chosen; may move when peers with endpoints change, pin with `relay: r2`)" in out
+    assert "home <-> laptop    via r2 (pinned: laptop says relay: r2)" in out
+    assert "office <-> laptop  via r2 (pinned: laptop says relay: r2)" in out
+    assert "never relaying (relay_allowed: false): r1" in out
+
+
+def test_check_of_a_mesh_without_relayed_pairs_says_nothing_about_relays(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(yaml.safe_dump(described(office={"endpoint": "198.51.100.4:51820"}), sort_keys=False))
+    assert main(["check", str(path)]) == 0
+    assert "relay" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("network", ["10.255.0.0/24", "fd00:255::/64"])
+def test_graph_draws_a_relayed_pair_dotted_and_labelled_with_its_relay(network: str) -> None:
+    mesh = load_mesh(described(network, home={"relay": "r1"}))
+    graph = topology(mesh)
+    [edge] = [edge for edge in graph.edges if edge.relay is not None]
+    assert (edge.source, edge.target, edge.relay, edge.one_way) == ("home", "office", "r1", False)
+    assert len(graph.edges) == 6, "still one edge per pair"
+    dot = to_dot(graph)
+    assert '"home" -- "office" [dir=both, style=dotted, penwidth=2, color="#c05a00", fontcolor="#c05a00", ' in dot
+    assert 'label="relayed by r1 (sees it in clear)"];' in dot
+    mermaid = to_mermaid(graph).splitlines()
+    assert "  p_home -.-|relayed by r1 (sees it in clear)| p_office" in mermaid
+    links = [line for line in mermaid if " p_" in line and ("--" in line or "-." in line)]
+    index = links.index("  p_home -.-|relayed by r1 (sees it in clear)| p_office")
+    assert mermaid[-1] == f"  linkStyle {index} stroke:#c05a00,stroke-width:2px,stroke-dasharray:2 4"
+
+
+def test_verify_script_reports_relayed_peers_and_waits_for_the_relays_handshake() -> None:
+    keys = seeded_keys(["r1", "b", "c"])
+    script = verify_script("wg0", [("r1", keys.public_key("r1"), "10.0.0.1"), ("c", keys.public_key("r1"), "10.0.0.3")], relays={"c": "r1"})
+    assert "vias=(null '\"r1\"')" in script
+    assert f"keys=({keys.public_key('r1')} {keys.public_key('r1')})" in script
