@@ -79,8 +79,11 @@ class MeshComponent(pulumi.ComponentResource):
         mesh_digest = self.config_digests.apply(lambda digests: hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest())
 
         installs: dict[str, command.remote.Command] = {}
-        for peer_name, peer in peers.items():
-            installs[peer_name] = self._install(name, mesh, peer_name, peer, args)
+        # A peer behind NAT installs after its relays (always peers with an endpoint, so created first): a pair moved
+        # to a new relay then finds it listening, instead of waiting out WireGuard's 5 s handshake retry.
+        for peer_name, peer in sorted(peers.items(), key=lambda item: not mesh.peer(item[0]).reachable):
+            relays = sorted(set(mesh.relayed.get(peer_name, {}).values()))
+            installs[peer_name] = self._install(name, mesh, peer_name, peer, args, [installs[relay] for relay in relays])
         verifications: dict[str, pulumi.Output[Any]] = {}
         if args.verify:
             for peer_name, peer in peers.items():
@@ -114,7 +117,9 @@ class MeshComponent(pulumi.ComponentResource):
             per_dial_timeout=15,
         )
 
-    def _install(self, name: str, mesh: Mesh, peer_name: str, peer: WireGuardPeer, args: MeshArgs) -> command.remote.Command:
+    def _install(
+        self, name: str, mesh: Mesh, peer_name: str, peer: WireGuardPeer, args: MeshArgs, relays: list[command.remote.Command]
+    ) -> command.remote.Command:
         wait = wait_for_boot_script(timeout_seconds=args.boot_timeout) if peer.kind == "aws" else ""
         body = install_script(mesh.interface)
         config = self.configs.apply(lambda configs: configs[peer_name])
@@ -131,7 +136,7 @@ class MeshComponent(pulumi.ComponentResource):
             logging=command.remote.Logging.STDERR,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[peer],
+                depends_on=[peer, *relays],
                 additional_secret_outputs=["stdin", "stdout", "stderr"],
                 # Never run the old command's delete (interface down) after a replacement was installed.
                 delete_before_replace=True,

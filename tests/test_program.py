@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from collections import Counter
 from ipaddress import ip_network
 from typing import Any
@@ -215,6 +216,37 @@ def test_two_external_peers_behind_nat_are_relayed_and_the_stack_says_by_whom() 
         assert other not in sections
         assert run.exports["peers"][other]["subnets"][0] in sections[relay].get("AllowedIPs")
     assert "vias=(null null null null)" in commands["zhy-verify"]["create"], "a public peer reaches everyone directly"
+
+
+class OrderRecordingMocks(RecordingMocks):
+    """Records when each command's registration starts and ends; the relay's install takes a little while."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.slow = slow
+        self.events: list[tuple[str, str]] = []
+
+    def extra_outputs(self, args: Any) -> dict[str, Any]:
+        if args.typ == "command:remote:Command":
+            self.events.append(("start", args.name))
+            if args.name == self.slow:
+                time.sleep(0.3)
+            self.events.append(("end", args.name))
+        return {}
+
+
+def test_peers_behind_nat_install_after_their_relay() -> None:
+    """So that a pair moved to a new relay finds it listening (else WireGuard retries the handshake after 5 s)."""
+    config = copy.deepcopy(ZHY)
+    for name in ("home", "office"):
+        config["wgmesh:mesh"]["peers"].append(
+            {"name": name, "kind": "external", "ssh_host": "203.0.113.50", "source_cidrs": ["203.0.113.50/32"]}
+        )
+    relay = run_program(config).exports["relays"]["pairs"][0]["relay"]
+    mocks = OrderRecordingMocks(f"{relay}-install")
+    run_program(config, mocks=mocks)
+    for name in ("home", "office"):
+        assert mocks.events.index(("end", f"{relay}-install")) < mocks.events.index(("start", f"{name}-install")), mocks.events
 
 
 def test_keys_and_configs_are_secret_outputs() -> None:
