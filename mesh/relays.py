@@ -52,8 +52,9 @@ def choose_relay(first: str, second: str, candidates: Iterable[str]) -> str | No
 
 
 def relay_candidates(peers: Iterable[Peer]) -> list[str]:
-    """Peers that may relay: reachable (an endpoint, or one created at deploy) and not ``relay_allowed: false``."""
-    return [peer.name for peer in peers if peer.reachable and peer.relay_allowed]
+    """Peers that may relay: reachable (an endpoint, or one created at deploy), not ``relay_allowed: false``, and
+    routing their AllowedIPs (``table: off`` would leave the relay no route back into the tunnel)."""
+    return [peer.name for peer in peers if peer.reachable and peer.relay_allowed and peer.table != "off"]
 
 
 def assign_relays(peers: Sequence[Peer]) -> tuple[tuple[str, str, str], ...]:

@@ -664,6 +664,12 @@ def _check_relays(collector: _Collector, drafts: list[dict[str, Any]]) -> None:
                 f"relay {relay!r} has relay_allowed: false (it may not see other peers' traffic in the clear)",
                 f"name another peer with an endpoint, or allow relaying through {relay!r}",
             )
+        elif by_name[relay]["table"] == "off":
+            collector.add(
+                where,
+                f"relay {relay!r} has table: off, so it has no route to forward relayed traffic back into the tunnel",
+                f"name another peer with an endpoint, or remove 'table: off' from {relay!r}",
+            )
     behind_nat = [draft for draft in drafts if not reachable(draft)]
     for index, second in enumerate(behind_nat):
         for first in behind_nat[:index]:
@@ -674,10 +680,10 @@ def _check_relays(collector: _Collector, drafts: list[dict[str, Any]]) -> None:
                     f"{first['relay']!r} and {second['relay']!r}, but a pair talks through one relay both ways",
                     "name the same relay on both peers, or remove 'relay' from one of them",
                 )
-    if any(reachable(draft) and draft["relay_allowed"] for draft in drafts):
+    if any(reachable(draft) and draft["relay_allowed"] and draft["table"] != "off" for draft in drafts):
         return
     reason = (
-        "every peer with an endpoint has relay_allowed: false"
+        "every peer with an endpoint has relay_allowed: false or table: off"
         if any(reachable(draft) for draft in drafts)
         else "no peer has an endpoint to relay through"
     )

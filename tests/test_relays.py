@@ -137,6 +137,7 @@ def test_a_named_relay_wins_and_either_side_may_name_it() -> None:
 def test_relay_allowed_false_keeps_a_peer_out_of_the_choice_mesh_wide_or_per_peer() -> None:
     assert load_mesh(described(r1={"relay_allowed": False})).relays == (("home", "office", "r2"),)
     assert load_mesh(described(r2={"relay_allowed": False})).relays == (("home", "office", "r1"),)
+    assert load_mesh(described(r2={"table": "off"})).relays == (("home", "office", "r1"),), "no routes, no relaying"
     opt_in = {**described(r2={"relay_allowed": True}), "relay_allowed": False}
     assert load_mesh(opt_in).relays == (("home", "office", "r2"),)
 
@@ -152,6 +153,8 @@ def test_relay_allowed_false_keeps_a_peer_out_of_the_choice_mesh_wide_or_per_pee
         ({"home": {"relay": "r1"}, "office": {"relay": "r2"}}, "mesh.peers[3].relay", "name different relays, 'r1' and 'r2'"),
         ({"home": {"relay": "Bad Name"}}, "mesh.peers[2].relay", "'Bad Name' is not a peer name"),
         ({"r1": {"relay_allowed": False}, "r2": {"relay_allowed": False}}, "mesh.peers[3].endpoint", "relay_allowed: false"),
+        ({"home": {"relay": "r1"}, "r1": {"table": "off"}}, "mesh.peers[2].relay", "relay 'r1' has table: off, so it has no route"),
+        ({"r1": {"table": "off"}, "r2": {"relay_allowed": False}}, "mesh.peers[3].endpoint", "relay_allowed: false or table: off"),
         ({"r1": {"relay_allowed": "no"}}, "mesh.peers[0].relay_allowed", "'no' is not true or false; use true or false"),
     ],
 )

@@ -172,7 +172,7 @@ def test_two_peers_without_endpoints_and_no_relay_cannot_reach_each_other(three_
     del three_peers["peers"][2]["endpoint"]
     three_peers["peers"][0]["relay_allowed"] = False
     message = issues_of(three_peers)["mesh.peers[2].endpoint"]
-    assert "'pub' has no endpoint and neither has 'bjs', and every peer with an endpoint has relay_allowed: false" in message
+    assert "'pub' has no endpoint and neither has 'bjs', and every peer with an endpoint has relay_allowed: false or table: off" in message
 
 
 def test_one_peer_behind_nat_is_fine_and_pending_endpoints_count(three_peers: dict[str, Any]) -> None:
