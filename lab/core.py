@@ -221,7 +221,7 @@ class Lab:
         state = self.state()
         if state is None or "peers" not in state.data:
             raise LabError(f"no lab is up (no {self.state_path}): run `python -m mesh lab up --peers N` first")
-        hosts = topology.plan(int(state.data["peers"]), nat_peer=bool(state.data.get("nat_peer")))
+        hosts = topology.plan(int(state.data["peers"]), nat_peer=int(state.data.get("nat_peer") or 0))
         return {host.name: host for host in hosts}
 
     def host(self, name: str) -> Host:
@@ -255,7 +255,7 @@ class Lab:
         self,
         peers: int,
         *,
-        nat_peer: bool = False,
+        nat_peer: int = 0,
         stack_files: Sequence[Path] = (),
         workers: int = 16,
         wait: float = 0.0,
@@ -282,7 +282,7 @@ class Lab:
                 time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
     def _up_once(self, hosts: list[Host], stack_files: Sequence[Path], workers: int) -> list[Host]:
-        peers, nat_peer = len(hosts), any(host.behind_nat for host in hosts)
+        peers, nat_peer = len(hosts), sum(host.behind_nat for host in hosts)
         self._check_free(hosts)
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)

@@ -192,6 +192,8 @@ class WgPeer:
     allowed_ips: tuple[str, ...]
     latest_handshake: int
     keepalive: int | None
+    received: int = 0
+    sent: int = 0
 
 
 @dataclass(frozen=True)
@@ -212,13 +214,15 @@ def wg_show(lab: Lab, host: str, interface: str = "wg0") -> WgInterface | None:
     _private, public, port, _fwmark = lines[0][:4]
     peers = {}
     for fields in lines[1:]:
-        key, _psk, endpoint, allowed, handshake, _rx, _tx, keepalive = fields[:8]
+        key, _psk, endpoint, allowed, handshake, rx, tx, keepalive = fields[:8]
         peers[key] = WgPeer(
             public_key=key,
             endpoint=None if endpoint == "(none)" else endpoint,
             allowed_ips=tuple(sorted(allowed.split(","))) if allowed != "(none)" else (),
             latest_handshake=int(handshake),
             keepalive=None if keepalive == "off" else int(keepalive),
+            received=int(rx),
+            sent=int(tx),
         )
     return WgInterface(public_key=public, listen_port=int(port), peers=peers)
 

@@ -10,7 +10,7 @@ Layout for host ``i`` (1-based)::
     wgl-h<i>   eth0 198.51.100.<10+i> ──────┤
                lan0 10.201.<i>.1/24 ──── wgl-h<i>-lan  eth0 10.201.<i>.10 (default via .1)   "the VPC"
 
-    behind NAT (--nat-peer, the last host):
+    behind NAT (--nat-peer [N], the last N hosts, each behind its own router):
     wgl-h<i>-nat eth0 198.51.100.<10+i> ────┘  MASQUERADE for 100.64.<i>.0/24, DNAT tcp/22 -> 100.64.<i>.2
                  priv0 100.64.<i>.1/24 ──── wgl-h<i>  eth0 100.64.<i>.2 (default via .1), lan0 as above
 """
@@ -125,13 +125,16 @@ class Host:
         return (self.netns, self.lan_netns) + ((self.nat_netns,) if self.nat_netns else ())
 
 
-def plan(peers: int, *, nat_peer: bool = False) -> list[Host]:
-    """The hosts of a lab with ``peers`` hosts; with ``nat_peer`` the last one sits behind NAT."""
+def plan(peers: int, *, nat_peer: int = 0) -> list[Host]:
+    """The hosts of a lab with ``peers`` hosts; the last ``nat_peer`` of them (``True`` is one) sit behind NAT, each
+    behind a NAT router of its own, so that two of them can only talk through a relay."""
     if not 1 <= peers <= MAX_PEERS:
         raise ValueError(f"--peers must be between 1 and {MAX_PEERS}, not {peers}")
-    if nat_peer and peers < 2:
-        raise ValueError("--nat-peer needs at least 2 peers: a host behind NAT can only talk to a host with an endpoint")
-    return [Host(index, behind_nat=nat_peer and index == peers) for index in range(1, peers + 1)]
+    if not 0 <= nat_peer < peers:
+        raise ValueError(
+            f"--nat-peer {int(nat_peer)} needs at least {int(nat_peer) + 1} peers: hosts behind NAT talk through a host with an endpoint"
+        )
+    return [Host(index, behind_nat=index > peers - nat_peer) for index in range(1, peers + 1)]
 
 
 def host_index(name: str) -> int | None:

@@ -44,7 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     up = actions.add_parser("up", parents=[common], help="build the lab and write Pulumi.lab.yaml", epilog=EPILOG)
     up.add_argument("--peers", type=int, required=True, metavar="N", help="how many hosts (1-200)")
-    up.add_argument("--nat-peer", action="store_true", help="put the last host behind NAT (no public endpoint)")
+    up.add_argument(
+        "--nat-peer",
+        nargs="?",
+        type=int,
+        const=1,
+        default=0,
+        metavar="N",
+        help="put the last host (or the last N, each behind its own NAT router) behind NAT: no public endpoint",
+    )
     up.add_argument(
         "--stack-file",
         type=Path,
