@@ -11,9 +11,11 @@ Like ``tests/test_e2e.py`` (one "pulumi up" = :meth:`lab.deploy.LabStack.up`: th
   wgmesh ip6tables NAT rules removed it goes silent, and answers again once they are back;
 * IPv6 endpoints (``[2001:db8:100::11]:51820``) carry the mesh: a fresh install with only IPv6 endpoints, while
   every host drops WireGuard over IPv4, verifies, answers every pair in both families, and every peer's endpoint
-  as ``wg`` reports it is an IPv6 one.
+  as ``wg`` reports it is an IPv6 one;
+* a peer behind an IPv4-only NAT router (no endpoint, no IPv6 underlay) joins the dual-stack mesh: IPv6 rides
+  inside its IPv4 tunnels, tunnel and LAN to LAN, both ways.
 
-One lab of three dual-stack hosts for the module, taken down in a ``finally``; every test first brings the stack to
+One lab of four dual-stack hosts (the fourth behind NAT) for the module, taken down in a ``finally``; every test first brings the stack to
 the lab's base config, so a failed test does not cascade. Traffic stays inside the lab's namespaces (documentation
 and unique-local IPv6 prefixes that exist only there).
 """
@@ -35,6 +37,7 @@ from mesh.stackconfig import load_stack
 from tests.conftest import require_lab
 
 NAMES = ("h1", "h2", "h3")
+NAT_HOST = "h4"  # behind an IPv4-only NAT router: IPv6 inside the tunnel, IPv4 underneath
 NO_ROUTE_BACK = "h2"  # its LAN client loses its IPv6 default route in the NAT test
 
 
@@ -73,7 +76,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     require_ip6tables()
     shared = Lab(tmp_path_factory.mktemp("e2e6") / "state")
     try:
-        shared.up(len(NAMES), dual_stack=True, wait=240)  # another lab may hold the machine: take turns
+        shared.up(len(NAMES) + 1, nat_peer=True, dual_stack=True, wait=240)  # another lab may hold the machine: take turns
         yield shared
     finally:
         shared.down()
@@ -94,7 +97,8 @@ def stack(lab: Lab) -> LabStack:
 def up(stack: LabStack, config: dict[str, Any]) -> UpResult:
     result = stack.up(config)
     assert result.ok, f"pulumi up failed: {result.error}"
-    assert {name: check["ok"] for name, check in result.verification.items()} == dict.fromkeys(NAMES, True), result.verification
+    names = [peer["name"] for peer in config["wgmesh:mesh"]["peers"]]
+    assert {name: check["ok"] for name, check in result.verification.items()} == dict.fromkeys(names, True), result.verification
     return result
 
 
@@ -109,7 +113,7 @@ def assert_whole(lab: Lab, names: Sequence[str], *, timeout: float = 20) -> None
 
 @pytest.mark.lab
 def test_dual_stack_mesh_answers_ping6_over_the_tunnel_and_lan_to_lan(lab: Lab, stack: LabStack) -> None:
-    up(stack, stack.config())
+    up(stack, stack.config(NAMES))
     assert_whole(lab, NAMES)
     hosts = lab.hosts()
     shown = {name: wg_show(lab, name) for name in NAMES}
@@ -141,7 +145,7 @@ def mark_masquerade_packets(lab: Lab, host: str) -> int:
 
 @pytest.mark.lab
 def test_ipv6_masquerade_answers_for_a_lan_host_without_a_route_back(lab: Lab, stack: LabStack) -> None:
-    up(stack, stack.config())
+    up(stack, stack.config(NAMES))
     hosts = lab.hosts()
     target = hosts[NO_ROUTE_BACK].lan_client6
     sources = [name for name in NAMES if name != NO_ROUTE_BACK]
@@ -200,7 +204,7 @@ def dropped_ipv4_wireguard(lab: Lab, name: str) -> int:
 def test_ipv6_endpoints_carry_the_mesh(lab: Lab, stack: LabStack) -> None:
     hosts = lab.hosts()
     v6 = {name: {"endpoint": hosts[name].endpoint6} for name in NAMES}
-    config = stack.config(peer_settings=v6)
+    config = stack.config(NAMES, peer_settings=v6)
     assert load_stack(config["wgmesh:mesh"]).mesh.peer("h1").endpoint is not None
     # From a clean slate: WireGuard learns a peer's address from its packets (roaming), so an interface that
     # already talked over IPv4 could keep using it; a fresh install only ever knew the IPv6 endpoints.
@@ -220,3 +224,13 @@ def test_ipv6_endpoints_carry_the_mesh(lab: Lab, stack: LabStack) -> None:
             assert {name: dropped_ipv4_wireguard(lab, name) for name in NAMES} == dict.fromkeys(NAMES, 0)
     finally:
         stack.destroy()  # the next test starts from the lab's IPv4-endpoint config, not roamed v6 endpoints
+
+
+@pytest.mark.lab
+def test_a_peer_behind_ipv4_nat_carries_ipv6_inside_its_tunnels(lab: Lab, stack: LabStack) -> None:
+    nat = lab.host(NAT_HOST)
+    assert nat.public_address6 is None and nat.endpoint is None
+    no_v6_underlay = in_lab(lab, NAT_HOST, ["ip", "-6", "route", "show", "dev", topology.PUBLIC_IF]).stdout
+    assert "default" not in no_v6_underlay and "2001:db8" not in no_v6_underlay
+    up(stack, stack.config((*NAMES, NAT_HOST)))
+    assert_whole(lab, (*NAMES, NAT_HOST))
