@@ -126,7 +126,7 @@ def run_up(args: argparse.Namespace) -> int:
         print(f"  {host.name:<5} ssh root@{host.ssh_host:<15} {where:<40} LAN {host.lan_subnet} (client {host.lan_client})")
         if host.dual_stack:
             where6 = f"IPv6 endpoint {host.endpoint6}" if host.endpoint6 else "no IPv6 underlay (behind NAT)"
-            print(f"  {'':<5} {'':<20} {where6:<40} LAN {host.lan_subnet6} (client {host.lan_client6})")
+            print(f"  {'':<5} {'':<24} {where6:<40} LAN {host.lan_subnet6} (client {host.lan_client6})")
     print(f"stack file: {lab.stack_path}" + "".join(f", {path}" for path in args.stack_file))
     print(f"ssh key: {lab.key_path}   try: python -m mesh lab exec h1 -- wg show   |   python -m mesh lab down")
     return EXIT_OK
