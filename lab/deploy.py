@@ -151,8 +151,11 @@ def in_lab(
 
 
 def ping(lab: Lab, target: str, address: str, *, count: int = 1, wait: float = PING_TIMEOUT) -> bool:
-    """Whether ``address`` answers ``count`` pings sent from ``target`` (each waiting at most ``wait`` seconds)."""
-    result = in_lab(lab, target, ["ping", "-n", "-q", "-c", str(count), "-W", f"{wait:g}", "-i", "0.2", address], timeout=count * wait + 10)
+    """Whether ``address`` answers ``count`` pings sent from ``target`` (each waiting at most ``wait`` seconds);
+    ``ping -6`` for an IPv6 address, so a dual-stack check can never fall back to IPv4."""
+    family = ["-6"] if ":" in address else []
+    argv = ["ping", *family, "-n", "-q", "-c", str(count), "-W", f"{wait:g}", "-i", "0.2", address]
+    result = in_lab(lab, target, argv, timeout=count * wait + 10)
     return result.returncode == 0
 
 
@@ -173,16 +176,18 @@ def all_pairs(lab: Lab, pairs: Sequence[tuple[str, str]], *, timeout: float = 15
     return dict(zip(pairs, results, strict=True))
 
 
-def tunnel_pairs(lab: Lab, names: Sequence[str]) -> list[tuple[str, str]]:
-    """Every ordered pair of hosts, as (source host, destination tunnel address)."""
+def tunnel_pairs(lab: Lab, names: Sequence[str], *, family: int = 4) -> list[tuple[str, str]]:
+    """Every ordered pair of hosts, as (source host, destination tunnel address of IP ``family``)."""
     hosts = lab.hosts()
-    return [(source, hosts[dest].tunnel_address) for source in names for dest in names if source != dest]
+    address = (lambda host: host.tunnel_address) if family == 4 else (lambda host: host.tunnel_address6)
+    return [(source, address(hosts[dest])) for source in names for dest in names if source != dest]
 
 
-def lan_pairs(lab: Lab, names: Sequence[str]) -> list[tuple[str, str]]:
-    """Every ordered pair of LANs, as (source LAN client, destination LAN client address): "VPC to VPC"."""
+def lan_pairs(lab: Lab, names: Sequence[str], *, family: int = 4) -> list[tuple[str, str]]:
+    """Every ordered pair of LANs, as (source LAN client, destination LAN client address of IP ``family``): "VPC to VPC"."""
     hosts = lab.hosts()
-    return [(f"{source}-lan", hosts[dest].lan_client) for source in names for dest in names if source != dest]
+    address = (lambda host: host.lan_client) if family == 4 else (lambda host: host.lan_client6)
+    return [(f"{source}-lan", address(hosts[dest])) for source in names for dest in names if source != dest]
 
 
 @dataclass(frozen=True)

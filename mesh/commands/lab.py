@@ -54,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="put the last host (or the last N, each behind its own NAT router) behind NAT: no public endpoint",
     )
     up.add_argument(
+        "--dual-stack",
+        action="store_true",
+        help="IPv6 beside IPv4: 2001:db8:100::/64 on the internet, fd00:201:<i>::/64 LANs, tunnel network fd00:255::/64",
+    )
+    up.add_argument(
         "--stack-file",
         type=Path,
         action="append",
@@ -122,11 +127,14 @@ def _user_errors(fn):
 def run_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     started = time.monotonic()
-    hosts = lab.up(args.peers, nat_peer=args.nat_peer, stack_files=args.stack_file, wait=args.wait)
+    hosts = lab.up(args.peers, nat_peer=args.nat_peer, dual_stack=args.dual_stack, stack_files=args.stack_file, wait=args.wait)
     print(f"lab up: {len(hosts)} hosts in {time.monotonic() - started:.1f}s (state {lab.state_dir})")
     for host in hosts:
         where = f"endpoint {host.endpoint}" if host.endpoint else f"behind NAT ({host.address}), ssh via {host.ssh_host}:22"
         print(f"  {host.name:<5} ssh root@{host.ssh_host:<15} {where:<40} LAN {host.lan_subnet} (client {host.lan_client})")
+        if host.dual_stack:
+            where6 = f"IPv6 endpoint {host.endpoint6}" if host.endpoint6 else "no IPv6 underlay (behind NAT)"
+            print(f"  {'':<5} {'':<24} {where6:<40} LAN {host.lan_subnet6} (client {host.lan_client6})")
     print(f"stack file: {lab.stack_path}" + "".join(f", {path}" for path in args.stack_file))
     print(f"ssh key: {lab.key_path}   try: python -m mesh lab exec h1 -- wg show   |   python -m mesh lab down")
     return EXIT_OK
