@@ -73,6 +73,6 @@ def test_the_installable_package_carries_components_and_core(tmp_path: Path) -> 
     assert built.returncode == 0, built.stderr
     wheel = next(tmp_path.glob("wgmesh-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("components/__init__.py", "components/peer.py", "components/mesh_component.py", "mesh/render.py", "mesh/install.py"):
+    for module in ("components/__init__.py", "components/peer.py", "components/mesh_component.py", "mesh/render.py", "hostside/install.py"):
         assert module in names
     assert not any(name.startswith("tests/") for name in names)
