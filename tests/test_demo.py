@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from lab import Lab
-from mesh.cli import main
 from tests.conftest import REPO, require_lab
 
 

@@ -31,9 +31,9 @@ import pulumi
 import pytest
 import yaml
 
+from cli.main import main
 from lab import Lab, LabBusy, LabError, topology
 from lab.core import ns_inode, processes_in
-from mesh.cli import main
 from tests.conftest import require_lab
 
 pytestmark = pytest.mark.lab

@@ -23,7 +23,7 @@ from typing import Any
 from mesh.cli import EXIT_INVALID, EXIT_OK, UserError
 from mesh.commands import check, render
 
-REPO = Path(__file__).resolve().parent.parent.parent
+REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = Path("examples") / "mesh.yaml"
 LAB_PEERS = 3
 EPILOG = (
