@@ -1,11 +1,11 @@
-"""``python -m mesh demo``: the README's Quickstart, end to end, on one machine.
+"""``wgmesh demo``: the README's Quickstart, end to end, on one machine.
 
 1. Validate and render the example mesh (``examples/mesh.yaml``) into a fresh directory: works anywhere, no root.
 2. As root with the lab's tools: build a three-host network-namespace lab (the last host behind NAT, with no
    public endpoint), run the real Pulumi program (``__main__.py``) against the lab's stack file with the lab
    executor as Pulumi's mocks, so the program's own ``remote.Command`` installs and verifications run over SSH
    exactly as ``pulumi up --stack lab`` would run them; print every peer's verification and a LAN-to-LAN ping
-   across the mesh; take the lab down again (``--keep`` leaves it up for ``python -m mesh lab exec``).
+   across the mesh; take the lab down again (``--keep`` leaves it up for ``wgmesh lab exec``).
 
 Without root (or a tool), step 2 is skipped with the reason and the command still succeeds: the demo shows what
 can be shown. Exit 1 only when something that ran failed (an invalid example, a failed install or check).
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--state", type=Path, default=Path("lab-state"), metavar="DIR", help="the lab's state directory (default: ./lab-state)"
     )
-    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards (explore: python -m mesh lab exec h1 -- wg show)")
+    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards (explore: wgmesh lab exec h1 -- wg show)")
     parser.add_argument("--no-nat", action="store_true", help="give every lab host a public endpoint (no host behind NAT)")
     parser.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="when another lab holds this machine, wait this long for it (default: 0)"
@@ -161,11 +161,8 @@ def _lab_demo(args: argparse.Namespace) -> int:
             print("FAILED: " + ("a verification failed" if not verified else "the LAN-to-LAN ping got no answer"))
     finally:
         if args.keep:
-            print(
-                "\nthe lab stays up: python -m mesh lab exec h1 -- wg show"
-                f"   |   python -m mesh lab exec h1-lan -- ping {hosts[-1].lan_client}"
-            )
-            print(f"stack file {lab.stack_path}; take it down with: python -m mesh lab down --state {args.state}")
+            print(f"\nthe lab stays up: wgmesh lab exec h1 -- wg show   |   wgmesh lab exec h1-lan -- ping {hosts[-1].lan_client}")
+            print(f"stack file {lab.stack_path}; take it down with: wgmesh lab down --state {args.state}")
         else:
             removed = lab.down()
             (lab.state_dir / STATE_FILE).unlink(missing_ok=True)  # the deploy's state: its hosts are gone

@@ -1,4 +1,4 @@
-"""``python -m mesh lab up|down|status|exec|reboot``: the local network-namespace lab (root on Linux).
+"""``wgmesh lab up|down|status|exec|reboot``: the local network-namespace lab (root on Linux).
 
 The lab (package :mod:`lab`, not part of the pure core) makes N "cloud servers" out of network namespaces on one
 machine, each with sshd, a LAN behind it and optionally one behind NAT, and writes ``Pulumi.lab.yaml`` so that
@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a command in a lab namespace",
         description="Run a command inside a lab namespace: HOST (h1, h2, ...: the host's network and mount namespaces, "
         "as if logged in on it), HOST-lan (the client on its LAN, 10.201.<i>.10), HOST-nat (its NAT router) or inet. "
-        "Without a command, an interactive shell. Example: python -m mesh lab exec h1-lan -- ping -c1 10.201.2.10",
+        "Without a command, an interactive shell. Example: wgmesh lab exec h1-lan -- ping -c1 10.201.2.10",
     )
     exec_.add_argument("target", metavar="HOST", help="h<i>, h<i>-lan, h<i>-nat or inet")
     exec_.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
@@ -120,7 +120,7 @@ def run_up(args: argparse.Namespace) -> int:
         where = f"endpoint {host.endpoint}" if host.endpoint else f"behind NAT ({host.address}), ssh via {host.ssh_host}:22"
         print(f"  {host.name:<5} ssh root@{host.ssh_host:<15} {where:<40} LAN {host.lan_subnet} (client {host.lan_client})")
     print(f"stack file: {lab.stack_path}" + "".join(f", {path}" for path in args.stack_file))
-    print(f"ssh key: {lab.key_path}   try: python -m mesh lab exec h1 -- wg show   |   python -m mesh lab down")
+    print(f"ssh key: {lab.key_path}   try: wgmesh lab exec h1 -- wg show   |   wgmesh lab down")
     return EXIT_OK
 
 

@@ -1,10 +1,10 @@
-"""``python -m mesh demo`` (the README's Quickstart, ``./dev demo``).
+"""``wgmesh demo`` (the README's Quickstart, ``./dev demo``).
 
 * anywhere: the example mesh is validated and rendered (one 0600 config per peer, the key file beside them, never
   in the repository); without root the lab part is skipped with the reason, and the command still exits 0;
 * as root with the lab's tools: the whole demo runs (lab of three hosts, the last behind NAT; the real program's
   installs over SSH; every peer verified; a LAN-to-LAN ping through the mesh), the lab is gone afterwards, and
-  ``--keep`` leaves it up for ``python -m mesh lab exec``.
+  ``--keep`` leaves it up for ``wgmesh lab exec``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The network-namespace lab (``lab/``, ``python -m mesh lab``) and the SSH executor (``lab/executor.py``).
+"""The network-namespace lab (``lab/``, ``wgmesh lab``) and the SSH executor (``lab/executor.py``).
 
 * a lab's whole life: up (3 hosts, the last behind NAT) leaves only the 198.51.100.0/24 route in the root
   namespace; down leaves no ``wgl-*`` namespace, veth, mount or process and is idempotent;
