@@ -97,7 +97,7 @@ def test_a_directory_is_not_a_description(tmp_path: Path, capsys: pytest.Capture
         ["check"],
         ["render", str(EXAMPLE)],  # --out is required
         ["graph"],
-        ["graph", str(EXAMPLE), "--format", "png"],
+        ["graph", str(EXAMPLE), "--format", "jpeg"],
         ["graph", str(EXAMPLE), "--stack", "zhy"],  # FILE and --stack exclude each other
         ["check", str(EXAMPLE), "--no-such-flag"],
     ],
