@@ -1,6 +1,7 @@
 """``wgmesh demo``: the README's Quickstart, end to end, on one machine.
 
-1. Validate and render the example mesh (``examples/mesh.yaml``) into a fresh directory: works anywhere, no root.
+1. Validate and render the example mesh (``examples/mesh.yaml``) into a fresh directory, removed at the end
+   whatever happens (it holds private keys; ``--out DIR`` keeps the files): works anywhere, no root.
 2. As root with the lab's tools: build a three-host network-namespace lab (the last host behind NAT, with no
    public endpoint), run the real Pulumi program (``__main__.py``) against the lab's stack file with the lab
    executor as Pulumi's mocks, so the program's own ``remote.Command`` installs and verifications run over SSH
@@ -44,7 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
     )
     parser.add_argument("file", type=Path, nargs="?", metavar="FILE", help="the mesh description to render (default: examples/mesh.yaml)")
-    parser.add_argument("-o", "--out", type=Path, metavar="DIR", help="where to render the configs (default: a new temporary directory)")
+    parser.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where to render the configs, kept (default: a temporary directory, removed at the end)",
+    )
     parser.add_argument(
         "--state", type=Path, default=Path("lab-state"), metavar="DIR", help="the lab's state directory (default: ./lab-state)"
     )
@@ -68,18 +75,26 @@ def _example(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     example = _example(args)
-    out: Path = args.out or Path(tempfile.mkdtemp(prefix="wgmesh-demo-"))
+    if args.out is not None:
+        return _demo(args, example, args.out)
+    # The rendered configs and the key file hold private keys and the mesh secret: a directory made here is
+    # removed however the run ends (failed, interrupted or fine); --out DIR keeps the files.
+    out = Path(tempfile.mkdtemp(prefix="wgmesh-demo-"))
+    try:
+        return _demo(args, example, out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"\nremoved {out} (private keys and the mesh secret); --out DIR keeps the rendered files")
+
+
+def _demo(args: argparse.Namespace, example: Path, out: Path) -> int:
     print(f"== 1/2 validate and render {example} into {out}")
     try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)  # the key file goes there too, never beside the example
     except OSError as exc:
         raise UserError(f"{out}: cannot create the output directory ({exc.strerror})") from None
-    try:
-        check.run(argparse.Namespace(file=example, keys=out / "mesh.keys.yaml", public_keys=False, quiet=False))
-        render.run(argparse.Namespace(file=example, out=out, keys=out / "mesh.keys.yaml", peer=None))
-    except BaseException:
-        _forget(out, made=args.out is None)  # e.g. an invalid description: no temporary directory left behind
-        raise
+    check.run(argparse.Namespace(file=example, keys=out / "mesh.keys.yaml", public_keys=False, quiet=False))
+    render.run(argparse.Namespace(file=example, out=out, keys=out / "mesh.keys.yaml", peer=None))
     print()
     if args.skip_lab:
         print("== 2/2 local lab: skipped (--skip-lab)")
@@ -90,12 +105,6 @@ def run(args: argparse.Namespace) -> int:
         print("   (the rendered configs above are all this machine can show; run `sudo ./dev demo` to build the mesh for real)")
         return EXIT_OK
     return _lab_demo(args)
-
-
-def _forget(out: Path, *, made: bool) -> None:
-    """Remove the temporary output directory this run made, when step 1 failed."""
-    if made:
-        shutil.rmtree(out, ignore_errors=True)
 
 
 def _lab_unavailable() -> str | None:
