@@ -125,7 +125,7 @@ def _lab_unavailable() -> str | None:
 def _lab_demo(args: argparse.Namespace) -> int:
     # Imported here: the lab and the program harness load pulumi, which the rest of the CLI never needs.
     from lab import Lab, LabError
-    from lab.deploy import STATE_FILE, LabStack, in_lab
+    from lab.deploy import LabStack, in_lab
     from lab.program import PROGRAM
 
     program = PROGRAM if PROGRAM.is_file() else Path("__main__.py")
@@ -173,8 +173,7 @@ def _lab_demo(args: argparse.Namespace) -> int:
             print(f"\nthe lab stays up: wgmesh lab exec h1 -- wg show   |   wgmesh lab exec h1-lan -- ping {hosts[-1].lan_client}")
             print(f"stack file {lab.stack_path}; take it down with: wgmesh lab down --state {args.state}")
         else:
-            removed = lab.down()
-            (lab.state_dir / STATE_FILE).unlink(missing_ok=True)  # the deploy's state: its hosts are gone
+            removed = lab.down()  # the deploy's state and the stack file go with the hosts
             print(f"\nlab down: removed {', '.join(f'{count} {kind}' for kind, count in removed.items())}")
     return code
 

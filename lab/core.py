@@ -65,6 +65,9 @@ COMMAND_TIMEOUT = 30.0
 SSH_READY_TIMEOUT = 20.0
 WG_QUICK_TIMEOUT = 60.0
 KILL_GRACE = 3.0
+# After a reboot, how long `reboot` waits for its tunnels to carry traffic again: a peer behind NAT (which the
+# rebooted host cannot dial) comes back with its next keepalive, at most 25 s later with wgmesh's default.
+HANDSHAKE_TIMEOUT = 30.0
 
 
 class LabError(Exception):
@@ -256,7 +259,6 @@ class Lab:
         peers: int,
         *,
         nat_peer: bool = False,
-        stack_files: Sequence[Path] = (),
         workers: int = 16,
         wait: float = 0.0,
     ) -> list[Host]:
@@ -275,33 +277,32 @@ class Lab:
         deadline = time.monotonic() + wait
         while True:
             try:
-                return self._up_once(hosts, stack_files, workers)
+                return self._up_once(hosts, workers)
             except LabBusy:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
-    def _up_once(self, hosts: list[Host], stack_files: Sequence[Path], workers: int) -> list[Host]:
+    def _up_once(self, hosts: list[Host], workers: int) -> list[Host]:
         peers, nat_peer = len(hosts), any(host.behind_nat for host in hosts)
         self._check_free(hosts)
+        made_dir = not self.state_dir.exists()
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         try:
             state = LabState.claim(self.state_path, peers=peers, nat_peer=nat_peer, status="building", started=time.time())
         except FileExistsError:
             raise LabError(f"a lab is already up with state in {self.state_dir} (run `wgmesh lab down` first)") from None
+        if made_dir:
+            state.set("made_state_dir", True)
         try:
-            self._ensure_key()
+            self._ensure_key(state)
             self._build_common(state)
             with ThreadPoolExecutor(max_workers=max(1, min(workers, len(hosts)))) as pool:
                 list(pool.map(lambda host: self._build_host(state, host), hosts))
             self._wait_ssh(hosts)
-            for path in (self.stack_path, *stack_files):
-                path = Path(path)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_private(path, topology.stack_yaml(hosts, self.key_path))
-                if path != self.stack_path:
-                    state.set("stack_files", [*state.data.get("stack_files", []), str(path.absolute())])
+            state.record("files", str(self.stack_path))
+            write_private(self.stack_path, topology.stack_yaml(hosts, self.key_path))
             state.set("status", "up")
         except BaseException as exc:
             with contextlib.suppress(LabError):
@@ -338,16 +339,25 @@ class Lab:
             if dst.startswith("198.51.100.") or dst == topology.INET_CIDR:
                 raise LabBusy(f"the root namespace already routes {dst} (dev {route.get('dev')}): the lab needs {topology.INET_CIDR}")
 
-    def _ensure_key(self) -> None:
-        """The lab's SSH key (kept across ``down``/``up``, so a stack file's key path stays valid) and authorized_keys."""
-        if not self.key_path.exists():
-            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "wgmesh-lab", "-f", str(self.key_path)])
+    def _ensure_key(self, state: LabState) -> None:
+        """The lab's SSH key and authorized_keys; a key this ``up`` generates is recorded, so ``down`` removes it."""
         pub = self.key_path.with_name(KEY_FILE + ".pub")
+        if not self.key_path.exists():
+            state.record("files", str(self.key_path))
+            state.record("files", str(pub))
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "wgmesh-lab", "-f", str(self.key_path)])
         if not pub.exists():
             pub.write_text(run(["ssh-keygen", "-y", "-f", str(self.key_path)]).stdout)
         for path in (self.key_path, pub):
             os.chmod(path, 0o600)
+        state.record("files", str(self.state_dir / "authorized_keys"))
         write_private(self.state_dir / "authorized_keys", pub.read_text().strip() + "\n")
+
+    def keep_file(self, path: Path) -> None:
+        """Record a file kept for the lab that is up (the deploy's state), so that ``down`` removes it with the lab."""
+        state = self.state()
+        if state is not None:
+            state.record("files", str(Path(path).absolute()))
 
     def _add_netns(self, state: LabState, name: str) -> None:
         result = run(["ip", "netns", "add", name], check=False)
@@ -598,7 +608,7 @@ LoginGraceTime 60
         state = self.state()
         if state is None:
             return {}
-        removed = {"processes": 0, "netns": 0, "links": 0, "mounts": 0}
+        removed = {"processes": 0, "netns": 0, "links": 0, "mounts": 0, "files": 0}
         namespaces = {inode for name in state.made("netns") if (inode := ns_inode(self.netns_path(name)))}
         for host in state.data.get("hosts", {}).values():
             if host.get("mntns"):
@@ -629,9 +639,15 @@ LoginGraceTime 60
             raise LabError(f"lab down could not remove every {', '.join(leftover)}: see {self.state_path}")
         shutil.rmtree(self.hosts_dir, ignore_errors=True)
         shutil.rmtree(self.ns_dir, ignore_errors=True)
-        for path in (self.stack_path, self.state_dir / "authorized_keys"):
-            path.unlink(missing_ok=True)
+        for path in state.made("files"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed["files"] += 1
+            state.forget("files", path)
         self.state_path.unlink(missing_ok=True)
+        if state.data.get("made_state_dir"):
+            with contextlib.suppress(OSError):  # left in place (and said by `lab down`) if something else was put there
+                self.state_dir.rmdir()
         return removed
 
     # -------------------------------------------------------------------------------------------------- status
@@ -681,8 +697,14 @@ LoginGraceTime 60
             raise LabError(f"{exc.filename}: not found") from None
 
     # -------------------------------------------------------------------------------------------------- reboot
-    def reboot(self, name: str) -> dict[str, Any]:
-        """Power-cycle a host: kill its processes, drop its runtime state, then boot it (sshd, wg-quick up)."""
+    def reboot(self, name: str, *, handshake_timeout: float = HANDSHAKE_TIMEOUT) -> dict[str, Any]:
+        """Power-cycle a host: kill its processes, drop its runtime state, then boot it (sshd, wg-quick up).
+
+        Its interfaces being up is not its tunnels working: until a new handshake, the other peers keep encrypting
+        for the session the reboot destroyed, and traffic through the host fails for seconds. So the reboot waits
+        (``handshake_timeout``, 0 for not at all) for a handshake with every peer, prodding each one it can dial
+        with a ping, and reports who has none yet (``handshakes``).
+        """
         check_prerequisites()
         state = self.state()
         host = self.host(name)
@@ -710,7 +732,47 @@ LoginGraceTime 60
         self._fresh_run(host)
         interfaces = self._boot(state, host)
         self._wait_ssh([host])
-        return {"host": host.name, "killed": killed, "deleted_links": deleted, "wg_up": interfaces}
+        booted = time.monotonic()
+        missing = self.wait_for_handshakes(host, interfaces, handshake_timeout) if handshake_timeout > 0 else None
+        return {
+            "host": host.name,
+            "killed": killed,
+            "deleted_links": deleted,
+            "wg_up": interfaces,
+            "handshakes": None if missing is None else {"missing": missing, "seconds": round(time.monotonic() - booted, 1)},
+        }
+
+    def wait_for_handshakes(self, host: Host, interfaces: Sequence[str], timeout: float) -> list[str]:
+        """Wait (bounded) until every peer of ``interfaces`` on ``host`` had a handshake; the peers still without one.
+
+        A peer with an endpoint is prodded with one ping to its tunnel address (any packet for it starts a handshake);
+        one without (behind NAT) can only be waited for. Peers are named after the lab host behind their endpoint.
+        """
+        names = {other.public_address: other.name for other in self.hosts().values()}
+        deadline = time.monotonic() + timeout
+        prodded = 0.0
+        while True:
+            pending: list[tuple[str, str, str]] = []  # (label, endpoint, tunnel address)
+            for interface in interfaces:
+                dump = run(self.in_host(host, ["wg", "show", interface, "dump"]), check=False, timeout=COMMAND_TIMEOUT).stdout
+                for line in dump.splitlines()[1:]:  # the first line is the interface's own
+                    fields = line.split("\t")
+                    if len(fields) < 5 or fields[4] != "0":
+                        continue
+                    endpoint, allowed = fields[2], fields[3].split(",")
+                    address = next((item.split("/")[0] for item in allowed if item.endswith(("/32", "/128"))), "")
+                    label = names.get(endpoint.rpartition(":")[0].strip("[]")) or f"{interface} peer {address or allowed[0]}"
+                    pending.append((label, endpoint, address))
+            now = time.monotonic()
+            if not pending or now >= deadline:
+                return sorted(label for label, _, _ in pending)
+            if now - prodded >= 1.0:
+                targets = [address for _, endpoint, address in pending if endpoint != "(none)" and address]
+                if targets:
+                    pings = " ".join(f"ping -n -c 1 -W 1 {shlex.quote(address)} >/dev/null 2>&1 &" for address in targets)
+                    run(self.in_host(host, ["sh", "-c", f"{pings} wait"]), check=False, timeout=COMMAND_TIMEOUT)
+                prodded = now
+            time.sleep(0.2)
 
 
 def _is_mountpoint(path: str) -> bool:

@@ -84,6 +84,7 @@ class LabStack:
         self.program = program
         self.parallel = parallel
         self._forget_stale_state()
+        lab.keep_file(self.state_path)  # the deploy's state describes the lab's hosts: `lab down` removes it with them
 
     def _forget_stale_state(self) -> None:
         """A state file older than the lab describes installs on hosts that no longer exist: start from nothing."""
