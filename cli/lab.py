@@ -183,17 +183,21 @@ def run_reboot(args: argparse.Namespace) -> int:
     started = time.monotonic()
     result = _lab(args).reboot(args.host, handshake_timeout=args.handshake_timeout)
     wg = ", ".join(result["wg_up"]) or "no WireGuard config installed"
-    print(f"lab reboot {result['host']}: killed {result['killed']} processes, booted in {time.monotonic() - started:.1f}s ({wg})")
     handshakes = result["handshakes"]
+    booted = time.monotonic() - started - (handshakes["seconds"] if handshakes else 0)
+    print(f"lab reboot {result['host']}: killed {result['killed']} processes, booted in {booted:.1f}s ({wg})")
     if not result["wg_up"]:
         pass
     elif handshakes is None:
-        print("not waiting for handshakes: traffic through its tunnels fails until each peer has one (seconds, or a keepalive)")
-    elif handshakes["missing"]:
-        print(
-            f"no handshake after {handshakes['seconds']:g}s with {', '.join(handshakes['missing'])}: traffic with them fails "
-            "until one happens (a peer behind NAT comes back with its next keepalive)"
-        )
+        print("not waiting for handshakes: traffic through its tunnels fails until each peer has one (about 10 s)")
     else:
-        print(f"handshake with every peer {handshakes['seconds']:g}s after boot: its tunnels carry traffic again")
+        if handshakes["missing"]:
+            print(f"no handshake after {handshakes['seconds']:g}s with {', '.join(handshakes['missing'])}: traffic with them fails")
+        else:
+            print(f"handshake with every peer it can reach {handshakes['seconds']:g}s after boot: its tunnels carry traffic again")
+        if handshakes["no_endpoint"]:
+            print(
+                f"{', '.join(handshakes['no_endpoint'])}: no endpoint (behind NAT), so {result['host']} cannot start a handshake, "
+                "and keepalives start none: traffic with it fails until it next sends some (WireGuard retries ~15 s later)"
+            )
     return EXIT_OK

@@ -733,22 +733,21 @@ LoginGraceTime 60
         interfaces = self._boot(state, host)
         self._wait_ssh([host])
         booted = time.monotonic()
-        missing = self.wait_for_handshakes(host, interfaces, handshake_timeout) if handshake_timeout > 0 else None
-        return {
-            "host": host.name,
-            "killed": killed,
-            "deleted_links": deleted,
-            "wg_up": interfaces,
-            "handshakes": None if missing is None else {"missing": missing, "seconds": round(time.monotonic() - booted, 1)},
-        }
+        handshakes = self.wait_for_handshakes(host, interfaces, handshake_timeout) if handshake_timeout > 0 else None
+        if handshakes is not None:
+            handshakes["seconds"] = round(time.monotonic() - booted, 1)
+        return {"host": host.name, "killed": killed, "deleted_links": deleted, "wg_up": interfaces, "handshakes": handshakes}
 
-    def wait_for_handshakes(self, host: Host, interfaces: Sequence[str], timeout: float) -> list[str]:
-        """Wait (bounded) until every peer of ``interfaces`` on ``host`` had a handshake; the peers still without one.
+    def wait_for_handshakes(self, host: Host, interfaces: Sequence[str], timeout: float) -> dict[str, Any]:
+        """Start a handshake with every peer ``host`` can dial and wait (bounded) for them; who is still without one.
 
-        A peer with an endpoint is prodded with one ping to its tunnel address (any packet for it starts a handshake);
-        one without (behind NAT) can only be waited for. Peers are named after the lab host behind their endpoint.
+        ``missing``: peers with an endpoint and no handshake after ``timeout`` (each is prodded with one ping to its
+        tunnel address: any packet for a peer starts a handshake). ``no_endpoint``: peers without one (behind NAT),
+        not waited for: the host cannot reach them, and their keepalives, sent on the session the reboot destroyed,
+        start no new one; such a peer comes back when it next sends traffic (WireGuard retries about 15 s after an
+        unanswered packet). Peers are named after the lab host behind their endpoint or LAN.
         """
-        names = {other.public_address: other.name for other in self.hosts().values()}
+        hosts = list(self.hosts().values())
         deadline = time.monotonic() + timeout
         prodded = 0.0
         while True:
@@ -761,18 +760,28 @@ LoginGraceTime 60
                         continue
                     endpoint, allowed = fields[2], fields[3].split(",")
                     address = next((item.split("/")[0] for item in allowed if item.endswith(("/32", "/128"))), "")
-                    label = names.get(endpoint.rpartition(":")[0].strip("[]")) or f"{interface} peer {address or allowed[0]}"
-                    pending.append((label, endpoint, address))
+                    pending.append((_peer_label(hosts, interface, endpoint, allowed), endpoint, address))
+            dialable = [(label, address) for label, endpoint, address in pending if endpoint != "(none)" and address]
             now = time.monotonic()
-            if not pending or now >= deadline:
-                return sorted(label for label, _, _ in pending)
+            if not dialable or now >= deadline:
+                return {
+                    "missing": sorted(label for label, _ in dialable),
+                    "no_endpoint": sorted(label for label, endpoint, _ in pending if endpoint == "(none)"),
+                }
             if now - prodded >= 1.0:
-                targets = [address for _, endpoint, address in pending if endpoint != "(none)" and address]
-                if targets:
-                    pings = " ".join(f"ping -n -c 1 -W 1 {shlex.quote(address)} >/dev/null 2>&1 &" for address in targets)
-                    run(self.in_host(host, ["sh", "-c", f"{pings} wait"]), check=False, timeout=COMMAND_TIMEOUT)
+                pings = " ".join(f"ping -n -c 1 -W 1 {shlex.quote(address)} >/dev/null 2>&1 &" for _, address in dialable)
+                run(self.in_host(host, ["sh", "-c", f"{pings} wait"]), check=False, timeout=COMMAND_TIMEOUT)
                 prodded = now
             time.sleep(0.2)
+
+
+def _peer_label(hosts: Sequence[Host], interface: str, endpoint: str, allowed: Sequence[str]) -> str:
+    """The lab host a WireGuard peer is: the one behind its endpoint, else the one whose LAN it routes."""
+    address = endpoint.rpartition(":")[0].strip("[]")
+    for host in hosts:
+        if address == host.public_address or host.lan_subnet in allowed:
+            return host.name
+    return f"{interface} peer {allowed[0]}"
 
 
 def _is_mountpoint(path: str) -> bool:
