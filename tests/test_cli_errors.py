@@ -1,6 +1,6 @@
 """User mistakes get a plain ``error:`` line and the documented exit code, never a traceback; every command has --help.
 
-The exit codes (README "Exit codes"): 0 success, 1 invalid input / unusable file / missing tool, 2 bad command line,
+The exit codes (docs/cli.md, "Exit codes"): 0 success, 1 invalid input / unusable file / missing tool, 2 bad command line,
 130 interrupted. Most cases run in-process through :func:`mesh.cli.main`; the ones that depend on the interpreter
 (tracebacks, closed pipes, Ctrl-C) run ``python -m mesh`` as a real process.
 """
