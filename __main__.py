@@ -90,3 +90,4 @@ pulumi.export(
 pulumi.export("configs", deployed.mesh.configs)
 pulumi.export("config_digests", deployed.mesh.config_digests)
 pulumi.export("verification", deployed.mesh.verification)
+pulumi.export("relays", deployed.mesh.relays)  # pairs behind NAT and the peer relaying each (it sees their traffic)

@@ -46,7 +46,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     up = actions.add_parser("up", parents=[common], help="build the lab and write <state>/Pulumi.lab.yaml", epilog=EPILOG)
     up.add_argument("--peers", type=int, required=True, metavar="N", help="how many hosts (1-200)")
-    up.add_argument("--nat-peer", action="store_true", help="put the last host behind NAT (no public endpoint)")
+    up.add_argument(
+        "--nat-peer",
+        nargs="?",
+        type=int,
+        const=1,
+        default=0,
+        metavar="N",
+        help="put the last host (or the last N, each behind its own NAT router) behind NAT: no public endpoint",
+    )
+    up.add_argument(
+        "--dual-stack",
+        action="store_true",
+        help="IPv6 beside IPv4: 2001:db8:100::/64 on the internet, fd00:201:<i>::/64 LANs, tunnel network fd00:255::/64",
+    )
     up.add_argument(
         "--wait",
         type=float,
@@ -119,11 +132,14 @@ def _user_errors(fn):
 def run_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     started = time.monotonic()
-    hosts = lab.up(args.peers, nat_peer=args.nat_peer, wait=args.wait)
+    hosts = lab.up(args.peers, nat_peer=args.nat_peer, dual_stack=args.dual_stack, wait=args.wait)
     print(f"lab up: {len(hosts)} hosts in {time.monotonic() - started:.1f}s (state {lab.state_dir})")
     for host in hosts:
         where = f"endpoint {host.endpoint}" if host.endpoint else f"behind NAT ({host.address}), ssh via {host.ssh_host}:22"
         print(f"  {host.name:<5} ssh root@{host.ssh_host:<15} {where:<40} LAN {host.lan_subnet} (client {host.lan_client})")
+        if host.dual_stack:
+            where6 = f"IPv6 endpoint {host.endpoint6}" if host.endpoint6 else "no IPv6 underlay (behind NAT)"
+            print(f"  {'':<5} {'':<24} {where6:<40} LAN {host.lan_subnet6} (client {host.lan_client6})")
     print(f"stack file: {lab.stack_path}")
     print(f"ssh key: {lab.key_path}   try: wgmesh lab exec h1 -- wg show   |   wgmesh lab down")
     return EXIT_OK

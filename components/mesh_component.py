@@ -24,6 +24,7 @@ from components.keys import random_seed, seed_bytes
 from components.peer import WireGuardPeer
 from hostside.install import install_script, uninstall_script, verify_script, wait_for_boot_script
 from mesh.model import Mesh
+from mesh.relays import CLEARTEXT_NOTE, relayed_pairs
 from mesh.render import MeshKeys, config_digest, render_all
 from mesh.stackconfig import resolve_endpoints
 
@@ -57,6 +58,7 @@ class MeshComponent(pulumi.ComponentResource):
     configs: pulumi.Output[dict[str, str]]
     config_digests: pulumi.Output[dict[str, str]]
     verification: pulumi.Output[dict[str, Any]]
+    relays: dict[str, Any]
 
     def __init__(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         _check_args(args)
@@ -77,8 +79,11 @@ class MeshComponent(pulumi.ComponentResource):
         mesh_digest = self.config_digests.apply(lambda digests: hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest())
 
         installs: dict[str, command.remote.Command] = {}
-        for peer_name, peer in peers.items():
-            installs[peer_name] = self._install(name, mesh, peer_name, peer, args)
+        # A peer behind NAT installs after its relays (always peers with an endpoint, so created first): a pair moved
+        # to a new relay then finds it listening, instead of waiting out WireGuard's 5 s handshake retry.
+        for peer_name, peer in sorted(peers.items(), key=lambda item: not mesh.peer(item[0]).reachable):
+            relays = sorted(set(mesh.relayed.get(peer_name, {}).values()))
+            installs[peer_name] = self._install(name, mesh, peer_name, peer, args, [installs[relay] for relay in relays])
         verifications: dict[str, pulumi.Output[Any]] = {}
         if args.verify:
             for peer_name, peer in peers.items():
@@ -87,8 +92,17 @@ class MeshComponent(pulumi.ComponentResource):
         self.installs = installs
         self.verification = pulumi.Output.all(**verifications) if verifications else pulumi.Output.from_input({})
         self.networks = [str(network) for network in mesh.networks]
+        # Known before anything is created (the choice is pure), so `pulumi preview` already shows it.
+        pairs = [pair.as_output() for pair in relayed_pairs(mesh)]
+        self.relays = {"pairs": pairs, "note": CLEARTEXT_NOTE} if pairs else {"pairs": []}
         self.register_outputs(
-            {"networks": self.networks, "config_digests": self.config_digests, "configs": self.configs, "verification": self.verification}
+            {
+                "networks": self.networks,
+                "config_digests": self.config_digests,
+                "configs": self.configs,
+                "verification": self.verification,
+                "relays": self.relays,
+            }
         )
 
     def _connection(self, peer_name: str, peer: WireGuardPeer, args: MeshArgs) -> command.remote.ConnectionArgs:
@@ -103,7 +117,9 @@ class MeshComponent(pulumi.ComponentResource):
             per_dial_timeout=15,
         )
 
-    def _install(self, name: str, mesh: Mesh, peer_name: str, peer: WireGuardPeer, args: MeshArgs) -> command.remote.Command:
+    def _install(
+        self, name: str, mesh: Mesh, peer_name: str, peer: WireGuardPeer, args: MeshArgs, relays: list[command.remote.Command]
+    ) -> command.remote.Command:
         wait = wait_for_boot_script(timeout_seconds=args.boot_timeout) if peer.kind == "aws" else ""
         body = install_script(mesh.interface)
         config = self.configs.apply(lambda configs: configs[peer_name])
@@ -120,7 +136,7 @@ class MeshComponent(pulumi.ComponentResource):
             logging=command.remote.Logging.STDERR,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[peer],
+                depends_on=[peer, *relays],
                 additional_secret_outputs=["stdin", "stdout", "stderr"],
                 # Never run the old command's delete (interface down) after a replacement was installed.
                 delete_before_replace=True,
@@ -136,14 +152,17 @@ class MeshComponent(pulumi.ComponentResource):
         installs: list[command.remote.Command],
         mesh_digest: pulumi.Output[str],
     ) -> command.remote.Command:
-        others = [(other.name, str(other.addresses[0].ip)) for other in mesh.others(peer_name)]
+        # A peer reached through a relay is checked by its ping and by the handshake with its relay, which carries it.
+        relays = mesh.relayed.get(peer_name, {})
+        others = [(other.name, relays.get(other.name, other.name), str(other.addresses[0].ip)) for other in mesh.others(peer_name)]
         script = pulumi.Output.all(self.public_keys, mesh_digest).apply(
             lambda values: (
                 f"# wgmesh: verify {peer_name}, mesh sha256={values[1]}\n"
                 + verify_script(
                     mesh.interface,
-                    [(other_name, values[0][other_name], address) for other_name, address in others],
+                    [(other_name, values[0][carrier], address) for other_name, carrier, address in others],
                     timeout_seconds=args.verify_timeout,
+                    relays=relays,
                 )
             )
         )

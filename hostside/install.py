@@ -25,7 +25,7 @@ import ipaddress
 import json
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 DEFAULT_CONF_DIR = "/etc/wireguard"
 # The interface-name rule of wg-quick (and of Linux: at most 15 bytes).
@@ -357,7 +357,8 @@ if [[ $removed -eq 1 ]]; then echo "wgmesh: $iface removed"; else echo "wgmesh: 
 _VERIFY = r"""
 # Until every other peer has a handshake and answers a ping over the tunnel (the ping is also what starts a
 # handshake), or until the deadline. A peer counts once: one good ping records its round trip. Every ping waits
-# at most 1 s, so the whole run ends within about timeout + 1 s per unreachable peer.
+# at most 1 s, so the whole run ends within about timeout + 1 s per unreachable peer. A peer reached through a
+# relay has the relay's key in keys[] (that handshake carries it) and the relay's name, as JSON, in vias[].
 now_us() { if [[ -n ${EPOCHREALTIME:-} ]]; then echo "${EPOCHREALTIME/./}"; else echo $(($(date +%s%N) / 1000)); fi; }
 started=$(now_us)
 deadline=$((started + timeout * 1000000))
@@ -385,7 +386,9 @@ done
 json="{\"ok\": $ok, \"peers\": {"
 for i in "${!names[@]}"; do
   [[ $i -eq 0 ]] || json+=", "
-  json+="${names[i]}: {\"handshake\": ${handshake[i]}, \"ping\": ${answered[i]}, \"rtt_ms\": ${rtt[i]}}"
+  json+="${names[i]}: {\"handshake\": ${handshake[i]}, \"ping\": ${answered[i]}, \"rtt_ms\": ${rtt[i]}"
+  [[ ${vias[i]} == null ]] || json+=", \"via\": ${vias[i]}"
+  json+="}"
 done
 elapsed=$((($(now_us) - started) / 10000))
 json+="}, \"seconds\": $((elapsed / 100)).$(printf %02d $((elapsed % 100)))}"
@@ -513,18 +516,23 @@ def _bash_array(name: str, values: Sequence[str]) -> str:
     return f"{name}=({' '.join(shlex.quote(value) for value in values)})\n"
 
 
-def verify_script(interface: str, peers: Sequence[tuple[str, str, str]], *, timeout_seconds: int = 90) -> str:
-    """The script that checks this peer reaches every other one through the tunnel.
+def verify_script(
+    interface: str, peers: Sequence[tuple[str, str, str]], *, timeout_seconds: int = 90, relays: Mapping[str, str] | None = None
+) -> str:
+    """The script that checks this peer reaches every other one through the tunnel, relayed ones included.
 
-    ``peers`` are ``(name, public_key, tunnel_ip)`` of every other peer. Prints one JSON line
-    ``{"ok": bool, "peers": {name: {"handshake": bool, "ping": bool, "rtt_ms": float|null}}, "seconds": float}``
-    and exits 0 when every peer has a handshake and answered a ping, 1 otherwise (at the latest after
-    ``timeout_seconds`` plus one second per unreachable peer).
+    ``peers`` are ``(name, public_key, tunnel_ip)`` of every other peer; ``relays`` maps the names of peers this one
+    reaches through a relay to that relay, and for those ``public_key`` is the relay's (the handshake that carries
+    them). Prints one JSON line
+    ``{"ok": bool, "peers": {name: {"handshake": bool, "ping": bool, "rtt_ms": float|null}}, "seconds": float}``,
+    where a relayed peer's entry also has ``"via": relay``, and exits 0 when every peer has a handshake and
+    answered a ping, 1 otherwise (at the latest after ``timeout_seconds`` plus one second per unreachable peer).
     """
     _check_interface(interface)
     if timeout_seconds < 0:
         raise ValueError("timeout_seconds must be >= 0")
-    names, keys, addresses = [], [], []
+    relays = relays or {}
+    names, keys, addresses, vias = [], [], [], []
     for name, key, address in peers:
         try:
             if len(base64.b64decode(key, validate=True)) != 32:
@@ -534,12 +542,14 @@ def verify_script(interface: str, peers: Sequence[tuple[str, str, str]], *, time
         names.append(json.dumps(name))  # already JSON: the script pastes it into its output as is
         keys.append(key)
         addresses.append(str(ipaddress.ip_address(address.split("/")[0])))
+        vias.append(json.dumps(relays[name]) if name in relays else "null")
     header = "# wgmesh: check every other peer handshakes and answers ping through the tunnel; JSON on stdout.\n"
     variables = (
         _assignments(iface=interface, timeout=str(int(timeout_seconds)))
         + _bash_array("names", names)
         + _bash_array("keys", keys)
         + _bash_array("addresses", addresses)
+        + _bash_array("vias", vias)
     )
     return header + _PRELUDE + variables + _VERIFY
 

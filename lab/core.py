@@ -224,7 +224,9 @@ class Lab:
         state = self.state()
         if state is None or "peers" not in state.data:
             raise LabError(f"no lab is up (no {self.state_path}): run `wgmesh lab up --peers N` first")
-        hosts = topology.plan(int(state.data["peers"]), nat_peer=bool(state.data.get("nat_peer")))
+        hosts = topology.plan(
+            int(state.data["peers"]), nat_peer=int(state.data.get("nat_peer") or 0), dual_stack=bool(state.data.get("dual_stack"))
+        )
         return {host.name: host for host in hosts}
 
     def host(self, name: str) -> Host:
@@ -258,7 +260,8 @@ class Lab:
         self,
         peers: int,
         *,
-        nat_peer: bool = False,
+        nat_peer: int = 0,
+        dual_stack: bool = False,
         workers: int = 16,
         wait: float = 0.0,
     ) -> list[Host]:
@@ -269,7 +272,7 @@ class Lab:
         removes only what it made itself, so concurrent test runs take turns instead of breaking each other.
         """
         try:
-            hosts = topology.plan(peers, nat_peer=nat_peer)
+            hosts = topology.plan(peers, nat_peer=nat_peer, dual_stack=dual_stack)
         except ValueError as exc:
             raise LabError(str(exc)) from None
         check_prerequisites()
@@ -284,20 +287,23 @@ class Lab:
                 time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
     def _up_once(self, hosts: list[Host], workers: int) -> list[Host]:
-        peers, nat_peer = len(hosts), any(host.behind_nat for host in hosts)
+        peers, nat_peer = len(hosts), sum(host.behind_nat for host in hosts)
+        dual_stack = any(host.dual_stack for host in hosts)
         self._check_free(hosts)
         made_dir = not self.state_dir.exists()
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         try:
-            state = LabState.claim(self.state_path, peers=peers, nat_peer=nat_peer, status="building", started=time.time())
+            state = LabState.claim(
+                self.state_path, peers=peers, nat_peer=nat_peer, dual_stack=dual_stack, status="building", started=time.time()
+            )
         except FileExistsError:
             raise LabError(f"a lab is already up with state in {self.state_dir} (run `wgmesh lab down` first)") from None
         if made_dir:
             state.set("made_state_dir", True)
         try:
             self._ensure_key(state)
-            self._build_common(state)
+            self._build_common(state, dual_stack=dual_stack)
             with ThreadPoolExecutor(max_workers=max(1, min(workers, len(hosts)))) as pool:
                 list(pool.map(lambda host: self._build_host(state, host), hosts))
             self._wait_ssh(hosts)
@@ -376,7 +382,7 @@ class Lab:
         script = "; ".join(f"echo {value} > /proc/sys/{key.replace('.', '/')}" for key, value in settings.items())
         run(self.in_netns(netns, ["sh", "-c", script]), check=not optional)
 
-    def _build_common(self, state: LabState) -> None:
+    def _build_common(self, state: LabState, *, dual_stack: bool = False) -> None:
         # A private mount for the mount-namespace handles: unshare --mount=FILE refuses a FILE on a shared mount.
         self.ns_dir.mkdir(mode=0o700, exist_ok=True)
         self.hosts_dir.mkdir(mode=0o700, exist_ok=True)
@@ -390,6 +396,9 @@ class Lab:
         self._add_netns(state, topology.INET_NETNS)
         self._batch(topology.INET_NETNS, [f"link add {topology.BRIDGE} type bridge", f"link set {topology.BRIDGE} up"])
         self._sysctl(topology.INET_NETNS, {"net.bridge.bridge-nf-call-iptables": "0"}, optional=True)
+        if dual_stack:
+            # Neighbour discovery is multicast: with no MLD querier on this bridge, snooping could prune it.
+            self._batch(topology.INET_NETNS, [f"link set {topology.BRIDGE} type bridge mcast_snooping 0"])
         # The root namespace's one way in: a veth with 198.51.100.1/24 (so only the connected 198.51.100.0/24 route).
         result = run(
             ["ip", "link", "add", topology.ROOT_LINK, "type", "veth", "peer", "name", "root", "netns", topology.INET_NETNS], check=False
@@ -408,6 +417,10 @@ class Lab:
     def _build_host(self, state: LabState, host: Host) -> None:
         for netns in host.namespaces:
             self._add_netns(state, netns)
+            if host.dual_stack:
+                # No duplicate address detection: an address is usable at once instead of "tentative" for a second
+                # or more (a bounded wait we need not make); the lab's addresses are unique by construction.
+                self._sysctl(netns, {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"})
         public = f"link add {topology.PUBLIC_IF} type veth peer name {host.bridge_port} netns {topology.INET_NETNS}"
         if host.nat_netns:
             nat = host.nat_netns
@@ -444,22 +457,26 @@ class Lab:
                 f"addr add {host.address}/{host.address_prefixlen} dev {topology.PUBLIC_IF}",
                 f"link set {topology.PUBLIC_IF} up",
             ]
+            if host.dual_stack and host.public_address6:
+                host_lines.append(f"addr add {host.public_address6}/{topology.INET6_PREFIXLEN} dev {topology.PUBLIC_IF} nodad")
         host_lines += [
             f"link add {topology.LAN_IF} type veth peer name {topology.LAN_CLIENT_IF} netns {host.lan_netns}",
             f"addr add {host.lan_gateway}/24 dev {topology.LAN_IF}",
             f"link set {topology.LAN_IF} up",
         ]
+        lan_lines = [
+            f"addr add {host.lan_client}/24 dev {topology.LAN_CLIENT_IF}",
+            f"link set {topology.LAN_CLIENT_IF} up",
+            f"route add default via {host.lan_gateway}",
+        ]
+        if host.dual_stack:
+            host_lines.append(f"addr add {host.lan_gateway6}/64 dev {topology.LAN_IF} nodad")
+            lan_lines.append(f"addr add {host.lan_client6}/64 dev {topology.LAN_CLIENT_IF} nodad")
+            lan_lines.append(f"route add default via {host.lan_gateway6}")
         self._batch(host.netns, host_lines)
-        self._batch(
-            host.lan_netns,
-            [
-                f"addr add {host.lan_client}/24 dev {topology.LAN_CLIENT_IF}",
-                f"link set {topology.LAN_CLIENT_IF} up",
-                f"route add default via {host.lan_gateway}",
-            ],
-        )
+        self._batch(host.lan_netns, lan_lines)
         self._batch(topology.INET_NETNS, [f"link set {host.bridge_port} master {topology.BRIDGE}", f"link set {host.bridge_port} up"])
-        self._sysctl(host.netns, {"net.ipv4.ip_forward": "1"})
+        self._sysctl(host.netns, {"net.ipv4.ip_forward": "1", **({"net.ipv6.conf.all.forwarding": "1"} if host.dual_stack else {})})
         self._build_mount_namespace(state, host)
         self._write_sshd_config(host)
         self._boot(state, host)

@@ -152,8 +152,11 @@ def in_lab(
 
 
 def ping(lab: Lab, target: str, address: str, *, count: int = 1, wait: float = PING_TIMEOUT) -> bool:
-    """Whether ``address`` answers ``count`` pings sent from ``target`` (each waiting at most ``wait`` seconds)."""
-    result = in_lab(lab, target, ["ping", "-n", "-q", "-c", str(count), "-W", f"{wait:g}", "-i", "0.2", address], timeout=count * wait + 10)
+    """Whether ``address`` answers ``count`` pings sent from ``target`` (each waiting at most ``wait`` seconds);
+    ``ping -6`` for an IPv6 address, so a dual-stack check can never fall back to IPv4."""
+    family = ["-6"] if ":" in address else []
+    argv = ["ping", *family, "-n", "-q", "-c", str(count), "-W", f"{wait:g}", "-i", "0.2", address]
+    result = in_lab(lab, target, argv, timeout=count * wait + 10)
     return result.returncode == 0
 
 
@@ -174,16 +177,18 @@ def all_pairs(lab: Lab, pairs: Sequence[tuple[str, str]], *, timeout: float = 15
     return dict(zip(pairs, results, strict=True))
 
 
-def tunnel_pairs(lab: Lab, names: Sequence[str]) -> list[tuple[str, str]]:
-    """Every ordered pair of hosts, as (source host, destination tunnel address)."""
+def tunnel_pairs(lab: Lab, names: Sequence[str], *, family: int = 4) -> list[tuple[str, str]]:
+    """Every ordered pair of hosts, as (source host, destination tunnel address of IP ``family``)."""
     hosts = lab.hosts()
-    return [(source, hosts[dest].tunnel_address) for source in names for dest in names if source != dest]
+    address = (lambda host: host.tunnel_address) if family == 4 else (lambda host: host.tunnel_address6)
+    return [(source, address(hosts[dest])) for source in names for dest in names if source != dest]
 
 
-def lan_pairs(lab: Lab, names: Sequence[str]) -> list[tuple[str, str]]:
-    """Every ordered pair of LANs, as (source LAN client, destination LAN client address): "VPC to VPC"."""
+def lan_pairs(lab: Lab, names: Sequence[str], *, family: int = 4) -> list[tuple[str, str]]:
+    """Every ordered pair of LANs, as (source LAN client, destination LAN client address of IP ``family``): "VPC to VPC"."""
     hosts = lab.hosts()
-    return [(f"{source}-lan", hosts[dest].lan_client) for source in names for dest in names if source != dest]
+    address = (lambda host: host.lan_client) if family == 4 else (lambda host: host.lan_client6)
+    return [(f"{source}-lan", address(hosts[dest])) for source in names for dest in names if source != dest]
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,8 @@ class WgPeer:
     allowed_ips: tuple[str, ...]
     latest_handshake: int
     keepalive: int | None
+    received: int = 0
+    sent: int = 0
 
 
 @dataclass(frozen=True)
@@ -213,13 +220,15 @@ def wg_show(lab: Lab, host: str, interface: str = "wg0") -> WgInterface | None:
     _private, public, port, _fwmark = lines[0][:4]
     peers = {}
     for fields in lines[1:]:
-        key, _psk, endpoint, allowed, handshake, _rx, _tx, keepalive = fields[:8]
+        key, _psk, endpoint, allowed, handshake, rx, tx, keepalive = fields[:8]
         peers[key] = WgPeer(
             public_key=key,
             endpoint=None if endpoint == "(none)" else endpoint,
             allowed_ips=tuple(sorted(allowed.split(","))) if allowed != "(none)" else (),
             latest_handshake=int(handshake),
             keepalive=None if keepalive == "off" else int(keepalive),
+            received=int(rx),
+            sent=int(tx),
         )
     return WgInterface(public_key=public, listen_port=int(port), peers=peers)
 

@@ -10,9 +10,15 @@ Layout for host ``i`` (1-based)::
     wgl-h<i>   eth0 198.51.100.<10+i> ──────┤
                lan0 10.201.<i>.1/24 ──── wgl-h<i>-lan  eth0 10.201.<i>.10 (default via .1)   "the VPC"
 
-    behind NAT (--nat-peer, the last host):
+    behind NAT (--nat-peer [N], the last N hosts, each behind its own router):
     wgl-h<i>-nat eth0 198.51.100.<10+i> ────┘  MASQUERADE for 100.64.<i>.0/24, DNAT tcp/22 -> 100.64.<i>.2
                  priv0 100.64.<i>.1/24 ──── wgl-h<i>  eth0 100.64.<i>.2 (default via .1), lan0 as above
+
+    dual stack (--dual-stack), IPv6 beside every IPv4 address above (documentation and ULA ranges, inside the
+    namespaces only; the root namespace stays IPv4, so SSH and the program's management path do not change):
+    wgl-h<i>   eth0 2001:db8:100::<10+i>/64 on the bridge (none behind NAT: the NAT router is IPv4 only, like
+               many home routers), lan0 fd00:201:<i>::1/64 ── wgl-h<i>-lan eth0 fd00:201:<i>::10 (default via ::1)
+    tunnel network fd00:255::/64 beside 10.255.0.0/24, host i at fd00:255::<i>
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ LAN_IF = "lan0"
 NAT_PRIVATE_IF = "priv0"
 LAN_CLIENT_IF = "eth0"
 TUNNEL_NETWORK = "10.255.0.0/24"
+# Dual stack: documentation prefix (RFC 3849) for the internet, unique local addresses (RFC 4193) inside.
+INET6_PREFIX = "2001:db8:100::"
+INET6_PREFIXLEN = 64
+TUNNEL_NETWORK6 = "fd00:255::/64"
 WG_INTERFACE = "wg0"
 WG_PORT = 51820
 SSH_PORT = 22
@@ -52,6 +62,7 @@ class Host:
 
     index: int
     behind_nat: bool = False
+    dual_stack: bool = False
 
     @property
     def name(self) -> str:
@@ -110,6 +121,33 @@ class Host:
     def tunnel_address(self) -> str:
         return f"10.255.0.{self.index}"
 
+    # IPv6 beside the IPv4 addresses: the plan exists for every host, a lab builds it only with ``dual_stack``.
+    @property
+    def public_address6(self) -> str | None:
+        """The host's IPv6 address on the internet bridge; None behind NAT (its router is IPv4 only)."""
+        return None if self.behind_nat else f"{INET6_PREFIX}{10 + self.index}"
+
+    @property
+    def lan_subnet6(self) -> str:
+        return f"fd00:201:{self.index}::/64"
+
+    @property
+    def lan_gateway6(self) -> str:
+        return f"fd00:201:{self.index}::1"
+
+    @property
+    def lan_client6(self) -> str:
+        return f"fd00:201:{self.index}::10"
+
+    @property
+    def tunnel_address6(self) -> str:
+        return f"fd00:255::{self.index}"
+
+    @property
+    def endpoint6(self) -> str | None:
+        """The ``[v6]:port`` endpoint of a dual-stack host (IPv6 as the underlay); none behind NAT."""
+        return None if self.public_address6 is None else f"[{self.public_address6}]:{WG_PORT}"
+
     @property
     def ssh_host(self) -> str:
         """What the program's SSH (in the root namespace) dials: behind NAT, the router's port-forward."""
@@ -125,13 +163,17 @@ class Host:
         return (self.netns, self.lan_netns) + ((self.nat_netns,) if self.nat_netns else ())
 
 
-def plan(peers: int, *, nat_peer: bool = False) -> list[Host]:
-    """The hosts of a lab with ``peers`` hosts; with ``nat_peer`` the last one sits behind NAT."""
+def plan(peers: int, *, nat_peer: int = 0, dual_stack: bool = False) -> list[Host]:
+    """The hosts of a lab with ``peers`` hosts; the last ``nat_peer`` of them (``True`` is one) sit behind NAT, each
+    behind a NAT router of its own, so that two of them can only talk through a relay; with ``dual_stack`` every
+    host, LAN and the tunnel get IPv6 beside IPv4."""
     if not 1 <= peers <= MAX_PEERS:
         raise ValueError(f"--peers must be between 1 and {MAX_PEERS}, not {peers}")
-    if nat_peer and peers < 2:
-        raise ValueError("--nat-peer needs at least 2 peers: a host behind NAT can only talk to a host with an endpoint")
-    return [Host(index, behind_nat=nat_peer and index == peers) for index in range(1, peers + 1)]
+    if not 0 <= nat_peer < peers:
+        raise ValueError(
+            f"--nat-peer {int(nat_peer)} needs at least {int(nat_peer) + 1} peers: hosts behind NAT talk through a host with an endpoint"
+        )
+    return [Host(index, behind_nat=index > peers - nat_peer, dual_stack=dual_stack) for index in range(1, peers + 1)]
 
 
 def host_index(name: str) -> int | None:
@@ -141,7 +183,12 @@ def host_index(name: str) -> int | None:
 
 
 def mesh_description(hosts: list[Host]) -> dict[str, Any]:
-    """The ``wgmesh:mesh`` value (contracts.md §2): every host as an external peer reached over the lab's SSH."""
+    """The ``wgmesh:mesh`` value (contracts.md §2): every host as an external peer reached over the lab's SSH.
+
+    A dual-stack lab describes a dual-stack mesh: two tunnel networks, two tunnel addresses and two LAN subnets
+    per peer. Endpoints stay IPv4 (what most meshes use); a test swaps in :attr:`Host.endpoint6` to prove the
+    IPv6 underlay."""
+    dual = any(host.dual_stack for host in hosts)
     peers: list[dict[str, Any]] = []
     for host in hosts:
         peer: dict[str, Any] = {
@@ -150,14 +197,15 @@ def mesh_description(hosts: list[Host]) -> dict[str, Any]:
             "ssh_host": host.ssh_host,
             "ssh_port": SSH_PORT,
             "ssh_user": "root",
-            "address": host.tunnel_address,
+            "address": [host.tunnel_address, host.tunnel_address6] if dual else host.tunnel_address,
         }
         if host.endpoint is not None:
             peer["endpoint"] = host.endpoint
-        peer["subnets"] = [host.lan_subnet]
+        peer["subnets"] = [host.lan_subnet, host.lan_subnet6] if dual else [host.lan_subnet]
         peer["egress_interface"] = LAN_IF
         peers.append(peer)
-    return {"network": TUNNEL_NETWORK, "interface": WG_INTERFACE, "keepalive": 25, "peers": peers}
+    network: str | list[str] = [TUNNEL_NETWORK, TUNNEL_NETWORK6] if dual else TUNNEL_NETWORK
+    return {"network": network, "interface": WG_INTERFACE, "keepalive": 25, "peers": peers}
 
 
 def stack_config(hosts: list[Host], ssh_key_path: Path) -> dict[str, Any]:

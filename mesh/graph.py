@@ -9,7 +9,8 @@ here that runs a program; a missing ``dot`` is a :class:`GraphvizError` with the
 Edges say how a pair talks. Where both peers have an endpoint (or an AWS peer's Elastic IP that exists once it is
 deployed), either side may start the handshake: a solid, two-headed edge. Where one side is behind NAT, only that
 side can start it and must keep its NAT mapping open: a dashed edge from the NAT side, labelled with the
-keepalive it sends.
+keepalive it sends. Where both are behind NAT, the pair talks through a relay (:mod:`mesh.relays`): a dotted,
+orange edge labelled with the relay, which decrypts what it forwards and so sees that pair's traffic in the clear.
 """
 
 from __future__ import annotations
@@ -66,11 +67,13 @@ class Node:
 
 @dataclass(frozen=True)
 class Edge:
-    """A pair of peers. ``source`` starts the handshake when only it can (``keepalive`` set), else either may."""
+    """A pair of peers. ``source`` starts the handshake when only it can (``keepalive`` set), else either may;
+    ``relay`` names the peer a pair behind NAT on both sides talks through (and that sees its traffic)."""
 
     source: str
     target: str
     keepalive: int | None = None
+    relay: str | None = None
 
     @property
     def one_way(self) -> bool:
@@ -118,10 +121,13 @@ def topology(mesh: Mesh, places: Mapping[str, Place] | None = None, *, title: st
     edges: list[Edge] = []
     for index, first in enumerate(mesh.peers):
         for second in mesh.peers[index + 1 :]:
-            if first.reachable and second.reachable:
+            relay = mesh.relay_between(first.name, second.name)
+            if relay is not None:
+                edges.append(Edge(first.name, second.name, relay=relay))
+            elif first.reachable and second.reachable:
                 edges.append(Edge(first.name, second.name))
             else:
-                # Reachability validation guarantees at most one side of a pair is behind NAT: that side initiates.
+                # A pair not relayed has at most one side behind NAT (validation): that side initiates.
                 initiator, other = (second, first) if first.reachable else (first, second)
                 edges.append(Edge(initiator.name, other.name, mesh.keepalive_between(initiator, other) or 0))
     networks = ", ".join(str(network) for network in mesh.networks)
@@ -132,6 +138,13 @@ def topology(mesh: Mesh, places: Mapping[str, Place] | None = None, *, title: st
 
 def _keepalive_label(edge: Edge) -> str:
     return f"keepalive {edge.keepalive}s" if edge.keepalive else "initiates (no keepalive)"
+
+
+RELAY_COLOR = "#c05a00"
+
+
+def _relay_label(edge: Edge) -> str:
+    return f"relayed by {edge.relay} (sees it in clear)"
 
 
 # --- Graphviz DOT -----------------------------------------------------------------------------------------------
@@ -172,7 +185,14 @@ def to_dot(graph: Topology) -> str:
         if place is not None:
             lines.append("  }")
     for edge in graph.edges:
-        attributes = f'dir=forward, style=dashed, label="{_keepalive_label(edge)}"' if edge.one_way else "dir=both"
+        if edge.relay is not None:
+            attributes = (
+                f'dir=both, style=dotted, penwidth=2, color="{RELAY_COLOR}", fontcolor="{RELAY_COLOR}", label="{_relay_label(edge)}"'
+            )
+        elif edge.one_way:
+            attributes = f'dir=forward, style=dashed, label="{_keepalive_label(edge)}"'
+        else:
+            attributes = "dir=both"
         lines.append(f"  {_dot_id(edge.source)} -- {_dot_id(edge.target)} [{attributes}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -208,11 +228,17 @@ def to_mermaid(graph: Topology) -> str:
             lines.append(f'{indent}{_mermaid_id(node.name)}["{label}"]')
         if place is not None:
             lines.append("  end")
-    for edge in graph.edges:
-        if edge.one_way:
+    relayed: list[int] = []
+    for index, edge in enumerate(graph.edges):
+        if edge.relay is not None:
+            relayed.append(index)
+            lines.append(f"  {_mermaid_id(edge.source)} -.-|{_mermaid_text(_relay_label(edge))}| {_mermaid_id(edge.target)}")
+        elif edge.one_way:
             lines.append(f"  {_mermaid_id(edge.source)} -.->|{_keepalive_label(edge)}| {_mermaid_id(edge.target)}")
         else:
             lines.append(f"  {_mermaid_id(edge.source)} <--> {_mermaid_id(edge.target)}")
+    if relayed:
+        lines.append(f"  linkStyle {','.join(map(str, relayed))} stroke:{RELAY_COLOR},stroke-width:2px,stroke-dasharray:2 4")
     return "\n".join(lines) + "\n"
 
 

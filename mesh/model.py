@@ -44,7 +44,9 @@ class Peer:
     ``addresses`` holds one tunnel address per tunnel network, each carrying that network's prefix length
     (``10.255.0.1/24``), which is the form wg-quick's ``Address`` wants. ``endpoint`` is ``None`` for a peer
     behind NAT; ``endpoint_pending`` marks a peer whose endpoint exists but is only known once the cloud has
-    created it (an Elastic IP), so it counts as reachable when the mesh is checked before creation.
+    created it (an Elastic IP), so it counts as reachable when the mesh is checked before creation. ``relay`` names
+    the peer this one (behind NAT) talks to other NAT peers through; ``relay_allowed`` says whether other pairs may
+    be relayed through this peer (a relay sees what it forwards in the clear). See :mod:`mesh.relays`.
     """
 
     name: str
@@ -61,6 +63,8 @@ class Peer:
     post_down: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()
     table: str | None = None
+    relay: str | None = None
+    relay_allowed: bool = True
     public_key: str | None = None
     private_key: str | None = field(default=None, repr=False)
 
@@ -84,7 +88,9 @@ class Mesh:
     """A validated full mesh: its tunnel networks, interface name and members in the order they were given.
 
     ``nat_mark`` is a single bit of the packet mark, set on traffic forwarded from the tunnel to a peer's egress
-    interface so that one MASQUERADE rule per family NATs it, whatever the number of peers.
+    interface so that one MASQUERADE rule per family NATs it, whatever the number of peers. ``relays`` holds every
+    pair of peers that are both behind NAT as ``(first, second, relay)``, the pair in mesh order: those two talk
+    through ``relay`` (chosen by :func:`mesh.relays.assign_relays`), never directly.
     """
 
     networks: tuple[IPNetwork, ...]
@@ -92,6 +98,7 @@ class Mesh:
     interface: str = DEFAULT_INTERFACE
     default_keepalive: int = DEFAULT_KEEPALIVE
     nat_mark: int = DEFAULT_NAT_MARK
+    relays: tuple[tuple[str, str, str], ...] = ()
 
     def peer(self, name: str) -> Peer:
         """The peer called ``name``; ``KeyError`` names the known peers when there is none."""
@@ -112,6 +119,22 @@ class Mesh:
             for subnet in peer.subnets:
                 owners.setdefault(subnet.version, set()).add(peer.name)
         return {version: frozenset(names) for version, names in owners.items()}
+
+    @cached_property
+    def relayed(self) -> dict[str, dict[str, str]]:
+        """Peer name -> {other peer reached through a relay: that relay}; peers with no relayed pair are absent.
+
+        Cached: both the renderer and the describers ask per peer. Fine on a frozen instance (derives from fields).
+        """
+        index: dict[str, dict[str, str]] = {}
+        for first, second, relay in self.relays:
+            index.setdefault(first, {})[second] = relay
+            index.setdefault(second, {})[first] = relay
+        return index
+
+    def relay_between(self, first: str, second: str) -> str | None:
+        """The relay two peers talk through, or ``None`` when they talk directly."""
+        return self.relayed.get(first, {}).get(second)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -4,6 +4,12 @@ The rendered file is what ``pulumi up`` installs, what the CLI writes and what t
 only here. PostUp/PostDown turn on forwarding and NAT idempotently: every iptables rule is added only if
 ``iptables -C`` does not find it, so ``wg-quick`` restarts never stack duplicate rules. NAT costs a fixed handful
 of rules per file, not one per remote subnet (see :func:`forwarding_rules`).
+
+Two peers behind NAT talk through a relay (:mod:`mesh.relays`): in each one's file the other has no ``[Peer]``
+section, and its tunnel addresses and subnets are listed in the relay's ``AllowedIPs`` instead (WireGuard routes a
+prefix to one peer only). The relay's own file is unchanged: it lists both, and its ``FORWARD -i %i`` rule
+forwards ``wg0 -> wg0`` without NAT (the mark and MASQUERADE rules only match traffic leaving by the egress
+interface), so each side sees the other's real tunnel address.
 """
 
 from __future__ import annotations
@@ -140,19 +146,39 @@ def _text(network: IPNetwork) -> str:
     return str(network)
 
 
+def relay_routes(mesh: Mesh, name: str) -> dict[str, tuple[IPNetwork, ...]]:
+    """Relay name -> the prefixes peer ``name`` routes through it besides the relay's own: the tunnel addresses and
+    subnets of every peer it reaches through that relay, in mesh order. Empty for a peer with no relayed pair."""
+    relayed = mesh.relayed.get(name)
+    if not relayed:
+        return {}
+    routes: dict[str, list[IPNetwork]] = {}
+    for peer in mesh.peers:
+        relay = relayed.get(peer.name)
+        if relay is not None:
+            routes.setdefault(relay, []).extend(peer.allowed_ips)
+    return {relay: tuple(prefixes) for relay, prefixes in routes.items()}
+
+
 def build_peer_config(mesh: Mesh, name: str, keys: MeshKeys) -> WgConfig:
-    """The structured wg-quick config of peer ``name``: its interface and one ``[Peer]`` per other member."""
+    """The structured wg-quick config of peer ``name``: its interface and one ``[Peer]`` per member it talks to
+    directly (every other one but those it reaches through a relay, whose prefixes its relay's section carries)."""
     local = mesh.peer(name)
     sections: list[WgPeerSection] = []
     local_public = keys.public_key(name)
     with_psk = keys.mesh_secret is not None and name in keys.private_keys
     interface = _interface_entries(mesh, local, keys)
+    relayed = mesh.relayed.get(name, {})
+    carried = relay_routes(mesh, name)
     for remote in mesh.others(name):
+        if remote.name in relayed:
+            continue
         public = keys.public_key(remote.name)
         entries: list[Entry] = [("PublicKey", public)]
         if with_psk and remote.name in keys.private_keys:
             entries.append(("PresharedKey", keys._pair_key(local_public, public)))
-        entries.append(("AllowedIPs", ", ".join(_text(network) for network in remote.allowed_ips)))
+        allowed = remote.allowed_ips + carried.get(remote.name, ())
+        entries.append(("AllowedIPs", ", ".join(_text(network) for network in allowed)))
         if remote.endpoint is not None:
             entries.append(("Endpoint", str(remote.endpoint)))
         keepalive = mesh.keepalive_between(local, remote)
@@ -207,17 +233,17 @@ def _render_text(mesh: Mesh, local: Peer, keys: MeshKeys, blocks: dict[str, _Blo
     derive = keys._derive() if with_psk else None
     derived = psks.setdefault(name, {})
     keepalive_lines: dict[bool, str] = {}
+    relayed = mesh.relayed.get(name, {})
+    carried = relay_routes(mesh, name)
     for remote in mesh.peers:
-        if remote.name == name:
+        if remote.name == name or remote.name in relayed:
             continue
         block = blocks.get(remote.name)
-        if block is None:
-            public = keys.public_key(remote.name)
-            tail = "\nAllowedIPs = " + ", ".join(_text(network) for network in remote.allowed_ips)
-            if remote.endpoint is not None:
-                tail += f"\nEndpoint = {remote.endpoint}"
-            opening = f"\n\n[Peer]\n{NAME_COMMENT}{remote.name}\nPublicKey = {public}"
-            block = blocks[remote.name] = (public, opening, tail, remote.name in keys.private_keys, remote.reachable)
+        if remote.name in carried:
+            # This file routes relayed peers through ``remote``: its AllowedIPs line is this file's own.
+            block = _block(remote, keys, carried[remote.name])
+        elif block is None:
+            block = blocks[remote.name] = _block(remote, keys)
         public, opening, tail, keyed, reachable = block
         parts.append(opening)
         if derive is not None and keyed:
@@ -235,6 +261,16 @@ def _render_text(mesh: Mesh, local: Peer, keys: MeshKeys, blocks: dict[str, _Blo
             parts.append(keepalive)
     parts.append("\n")
     return "".join(parts)
+
+
+def _block(remote: Peer, keys: MeshKeys, carried: tuple[IPNetwork, ...] = ()) -> _Block:
+    """``remote``'s shared ``[Peer]`` text, with ``carried`` (prefixes relayed through it) after its own AllowedIPs."""
+    public = keys.public_key(remote.name)
+    tail = "\nAllowedIPs = " + ", ".join(_text(network) for network in remote.allowed_ips + carried)
+    if remote.endpoint is not None:
+        tail += f"\nEndpoint = {remote.endpoint}"
+    opening = f"\n\n[Peer]\n{NAME_COMMENT}{remote.name}\nPublicKey = {public}"
+    return (public, opening, tail, remote.name in keys.private_keys, remote.reachable)
 
 
 def render_peer_config(mesh: Mesh, name: str, keys: MeshKeys) -> str:

@@ -22,6 +22,10 @@ Pure, like the rest of ``mesh/``: the Pulumi layer (``components/``, ``__main__.
 resources. Every problem is collected (the mesh's and the program's) and raised at once as a
 :class:`~mesh.errors.MeshConfigError` whose paths name the stack config keys the user wrote (``vpc_cidr``, not
 the ``subnets[0]`` it becomes inside the mesh).
+
+AWS peers are IPv4 only for now (their VPC, route table and security group carry IPv4): a stack with AWS peers
+that asks for IPv6 anywhere the AWS side would have to carry it is refused, naming the field, rather than built
+with the IPv6 part silently missing (see docs/ipv6.md).
 """
 
 from __future__ import annotations
@@ -205,6 +209,8 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
         mesh_issues = [_user_path(issue, path, programs) for issue in exc.issues]
     if mesh is not None and any(kind == "aws" for _, kind, _, _ in programs):
         _check_reachable_sources(issues, path, mesh, programs, admin_cidrs or bool(raw.get("admin_cidrs")))
+    if any(kind == "aws" for _, kind, _, _ in programs):
+        _check_aws_ipv4_only(issues, path, raw, programs)
     all_issues = mesh_issues + issues.items
     if all_issues or mesh is None:
         raise MeshConfigError(sorted(all_issues, key=lambda issue: _path_order(issue.path)))
@@ -297,6 +303,9 @@ def _aws(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[dict[str
         issues.add(f"{where}.vpc_cidr", f"{vpc} is not a valid VPC CIDR", "AWS VPCs take an IPv4 block from /16 to /28")
         vpc = None
     subnet = _cidr(issues, f"{where}.subnet_cidr", item.get("subnet_cidr"), required=False)
+    if subnet is not None and subnet.version == 6:
+        issues.add(f"{where}.subnet_cidr", f"{subnet} is IPv6: AWS peers are IPv4 only in wgmesh", "give an IPv4 block inside vpc_cidr")
+        subnet = None
     if subnet is not None and vpc is not None and not subnet.subnet_of(vpc):  # type: ignore[arg-type]
         issues.add(f"{where}.subnet_cidr", f"{subnet} is not inside vpc_cidr {vpc}", "pick a block inside the VPC, or leave it out")
     instance_type = item.get("instance_type", DEFAULT_INSTANCE_TYPE)
@@ -389,6 +398,64 @@ def _check_reachable_sources(issues: _Issues, path: str, mesh: Mesh, programs: l
                 "missing: this peer has no IP endpoint, so AWS security groups cannot admit its WireGuard packets",
                 "list the public addresses its packets come from (its NAT gateway), e.g. [198.51.100.7/32]",
             )
+
+
+def _check_aws_ipv4_only(issues: _Issues, path: str, raw: Mapping[str, Any], programs: list[tuple[str, str, Any, int]]) -> None:
+    """Refuse IPv6 that an AWS peer would have to carry: the component builds IPv4 only (VPC, routes, security group).
+
+    An IPv6 tunnel network gives every peer, AWS ones included, an IPv6 tunnel address; an IPv6 subnet on an AWS peer
+    needs an IPv6 VPC; an external peer's IPv6 endpoint or source CIDR is one an AWS peer could neither dial nor
+    admit in its security group; an IPv6 admin CIDR cannot be an IPv4 SSH rule. Each is named where it was written.
+    Values that do not parse are left to the checks that report them.
+    """
+    aws = [name for name, kind, _, _ in programs if kind == "aws"]
+    network = raw.get("network")
+    for index, value in enumerate(network if isinstance(network, list) else [network]):
+        if _version(value) == 6:
+            where = f"{path}.network[{index}]" if isinstance(network, list) else f"{path}.network"
+            issues.add(
+                where,
+                f"IPv6 tunnel network {value} in a mesh with AWS peers ({', '.join(aws)}), which wgmesh builds IPv4 only",
+                "remove it (keep the IPv4 tunnel network), or put the dual-stack hosts in a mesh without AWS peers",
+            )
+    for index, value in enumerate(raw.get("admin_cidrs") if isinstance(raw.get("admin_cidrs"), list) else []):
+        if _version(value) == 6:
+            issues.add(f"{path}.admin_cidrs[{index}]", f"{value} is IPv6: AWS peers admit SSH over IPv4 only", "give IPv4 addresses")
+    peers = raw.get("peers") if isinstance(raw.get("peers"), list) else []
+    for index, (item, (_, kind, _, _)) in enumerate(zip(peers, programs, strict=False)):
+        if not isinstance(item, Mapping):
+            continue
+        where = f"{path}.peers[{index}]"
+        if kind == "aws":
+            subnets = item.get("subnets")
+            for number, value in enumerate(subnets if isinstance(subnets, list) else [subnets]):
+                if _version(value) == 6:
+                    at = f"{where}.subnets[{number}]" if isinstance(subnets, list) else f"{where}.subnets"
+                    issues.add(at, f"IPv6 subnet {value} on an AWS peer: its VPC is IPv4 only in wgmesh", "remove it (IPv4 subnets only)")
+        elif kind == "external":
+            endpoint = item.get("endpoint")
+            if isinstance(endpoint, str) and endpoint.startswith("["):
+                issues.add(
+                    f"{where}.endpoint",
+                    f"IPv6 endpoint {endpoint}: the AWS peers ({', '.join(aws)}) reach and admit other peers over IPv4 only",
+                    "give this peer an IPv4 endpoint (address:port) while the mesh has AWS peers",
+                )
+            sources = item.get("source_cidrs")
+            for number, value in enumerate(sources if isinstance(sources, list) else []):
+                if _version(value) == 6:
+                    issues.add(
+                        f"{where}.source_cidrs[{number}]",
+                        f"{value} is IPv6: AWS security groups admit WireGuard from IPv4 sources only in wgmesh",
+                        "list the IPv4 addresses this peer's packets come from",
+                    )
+
+
+def _version(value: Any) -> int | None:
+    """The IP version of a CIDR or address as written, None when it is neither (reported elsewhere)."""
+    try:
+        return ip_network(str(value), strict=False).version
+    except ValueError:
+        return None
 
 
 def _cidr(issues: _Issues, where: str, value: Any, *, required: bool) -> IPNetwork | None:

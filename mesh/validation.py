@@ -16,6 +16,9 @@ The raw form::
         endpoint: 52.82.1.10:51820    # optional: a peer behind NAT has none
         subnets: [192.168.10.0/24]
         egress_interface: ens5        # NAT towards the VPC goes out here
+      - name: home                    # no endpoint: behind NAT
+        relay: zhy                    # optional: the relay towards other NAT peers (else chosen, see mesh.relays)
+        relay_allowed: false          # optional (also mesh-wide): never relay other pairs through this peer
 
 ``nat_mark`` is the one packet-mark bit a peer's PostUp sets (mangle FORWARD, ``-i <wg> -o <egress>``) on traffic
 from the tunnel towards its VPC, so that a single ``-m mark --mark <bit>/<bit> -j MASQUERADE`` per family NATs
@@ -49,8 +52,11 @@ from mesh.model import (
     Mesh,
     Peer,
 )
+from mesh.relays import assign_relays
 
-MESH_FIELDS = frozenset({"network", "interface", "listen_port", "keepalive", "mtu", "peers", "egress_interface", "nat", "nat_mark"})
+MESH_FIELDS = frozenset(
+    {"network", "interface", "listen_port", "keepalive", "mtu", "peers", "egress_interface", "nat", "nat_mark", "relay_allowed"}
+)
 # Mark bits nat_mark may not use, by owner: wg-quick marks its own encrypted packets with fwmark 51820 (0xca6c) and
 # matches that value exactly; kube-proxy uses 0x4000 to request masquerading and 0x8000 to drop.
 RESERVED_MARK_BITS = {
@@ -75,6 +81,8 @@ PEER_FIELDS = frozenset(
         "table",
         "public_key",
         "private_key",
+        "relay",
+        "relay_allowed",
     }
 )
 # A peer name becomes ``<name>.conf``, which ``wg-quick up ./<name>.conf`` turns into an interface name: so it must
@@ -308,7 +316,7 @@ def load_mesh(
     _check_keys(collector, drafts)
     _check_subnets(collector, path, networks, drafts)
     explicit = _check_addresses(collector, path, networks, drafts)
-    _check_reachability(collector, drafts)
+    _check_relays(collector, drafts)
     _check_endpoint_routes(collector, drafts)
 
     if collector.issues:
@@ -329,6 +337,7 @@ def load_mesh(
         interface=interface,
         default_keepalive=keepalive if keepalive is not None else DEFAULT_KEEPALIVE,
         nat_mark=nat_mark if nat_mark is not None else DEFAULT_NAT_MARK,
+        relays=assign_relays(peers),
     )
 
 
@@ -344,7 +353,8 @@ def _peer_defaults(collector: _Collector, path: str, raw: Mapping[str, Any]) -> 
         collector.add(f"{path}.egress_interface", f"{egress!r} is not an interface name", "name the hosts' uplink, e.g. 'ens5' or 'eth0'")
         egress = DEFAULT_EGRESS_INTERFACE
     nat = collector.check(f"{path}.nat", _parse_bool, raw.get("nat", True), "use true or false")
-    return {"mtu": mtu, "egress_interface": egress, "nat": True if nat is None else nat}
+    relay_allowed = collector.check(f"{path}.relay_allowed", _parse_bool, raw.get("relay_allowed", True), "use true or false")
+    return {"mtu": mtu, "egress_interface": egress, "nat": True if nat is None else nat, "relay_allowed": relay_allowed is not False}
 
 
 def _networks(collector: _Collector, path: str, value: Any) -> list[IPNetwork]:
@@ -464,6 +474,11 @@ def _peer_draft(
             if (value := collector.check(f"{path}.dns[{index}]", _parse_dns, item, "use e.g. 10.0.0.2 or a search domain")) is not None
         ),
         "table": None if table is None else str(table),
+        "relay": _relay_name(collector, f"{path}.relay", raw.get("relay")),
+        "relay_allowed": collector.check(
+            f"{path}.relay_allowed", _parse_bool, raw.get("relay_allowed", defaults["relay_allowed"]), "use true or false"
+        )
+        is not False,
         "public_key": None,
         "private_key": None,
         "_path": path,
@@ -595,17 +610,92 @@ def _check_addresses(
     return explicit
 
 
-def _check_reachability(collector: _Collector, drafts: list[dict[str, Any]]) -> None:
-    """In a full mesh without relays, every pair needs at least one side other peers can reach."""
-    unreachable = [draft for draft in drafts if not draft["_endpoint_given"] and not draft["endpoint_pending"]]
-    # One issue per peer after the first (not one per pair), so ten NAT peers give nine lines, not forty-five.
-    for index, draft in enumerate(unreachable[1:], start=1):
-        others = ", ".join(repr(other["name"]) for other in unreachable[:index])
-        collector.add(
-            f"{draft['_path']}.endpoint",
-            f"peer {draft['name']!r} has no endpoint and neither has {others}, so these peers can never reach each other",
-            "give all but one of the peers behind NAT a public 'endpoint' (host:port)",
-        )
+def _relay_name(collector: _Collector, path: str, value: Any) -> str | None:
+    """A ``relay:`` value: a peer name (whether that peer exists and may relay is checked with the others)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not PEER_NAME.match(value):
+        collector.add(path, f"{value!r} is not a peer name", "name the peer with a public endpoint that relays for this one")
+        return None
+    return value
+
+
+def _check_relays(collector: _Collector, drafts: list[dict[str, Any]]) -> None:
+    """Every pair of peers has a path: directly when one side has an endpoint, else through a relay (mesh.relays).
+
+    A named relay must be another peer with an endpoint that allows relaying, and only a peer behind NAT names one;
+    so a relay is never itself relayed, and no relay loop can exist. Both peers of a pair naming different relays
+    is refused: a pair must use one relay both ways (WireGuard drops a packet that arrives from a peer whose
+    AllowedIPs do not hold its source). Pairs with no relay give one issue per peer, not one per pair.
+    """
+    by_name = {draft["name"]: draft for draft in drafts}
+
+    def reachable(draft: dict[str, Any]) -> bool:
+        return bool(draft["_endpoint_given"] or draft["endpoint_pending"])
+
+    for draft in drafts:
+        relay = draft["relay"]
+        if relay is None:
+            continue
+        where = f"{draft['_path']}.relay"
+        if reachable(draft):
+            collector.add(
+                where,
+                f"peer {draft['name']!r} has an endpoint, so every peer reaches it directly: it never uses a relay",
+                "remove 'relay' (only a peer without an endpoint talks to other such peers through one)",
+            )
+        elif relay == draft["name"]:
+            collector.add(
+                where, "a peer cannot be its own relay", "name a peer with a public endpoint, or remove 'relay' to have one chosen"
+            )
+        elif relay not in by_name:
+            close = difflib.get_close_matches(relay, list(by_name), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"name one of the peers ({', '.join(sorted(by_name))})"
+            collector.add(where, f"no peer named {relay!r}", hint)
+        elif not reachable(by_name[relay]):
+            collector.add(
+                where,
+                f"relay {relay!r} has no endpoint (it is behind NAT itself), so no peer can reach it",
+                f"name a peer with a public endpoint, or give {relay!r} an 'endpoint'",
+            )
+        elif not by_name[relay]["relay_allowed"]:
+            collector.add(
+                where,
+                f"relay {relay!r} has relay_allowed: false (it may not see other peers' traffic in the clear)",
+                f"name another peer with an endpoint, or allow relaying through {relay!r}",
+            )
+        elif by_name[relay]["table"] == "off":
+            collector.add(
+                where,
+                f"relay {relay!r} has table: off, so it has no route to forward relayed traffic back into the tunnel",
+                f"name another peer with an endpoint, or remove 'table: off' from {relay!r}",
+            )
+    behind_nat = [draft for draft in drafts if not reachable(draft)]
+    for index, second in enumerate(behind_nat):
+        for first in behind_nat[:index]:
+            if first["relay"] and second["relay"] and first["relay"] != second["relay"]:
+                collector.add(
+                    f"{second['_path']}.relay",
+                    f"peers {first['name']!r} and {second['name']!r} (both behind NAT) name different relays, "
+                    f"{first['relay']!r} and {second['relay']!r}, but a pair talks through one relay both ways",
+                    "name the same relay on both peers, or remove 'relay' from one of them",
+                )
+    if any(reachable(draft) and draft["relay_allowed"] and draft["table"] != "off" for draft in drafts):
+        return
+    reason = (
+        "every peer with an endpoint has relay_allowed: false or table: off"
+        if any(reachable(draft) for draft in drafts)
+        else "no peer has an endpoint to relay through"
+    )
+    for index, draft in enumerate(behind_nat[1:], start=1):
+        stranded = [other for other in behind_nat[:index] if not (other["relay"] or draft["relay"])]
+        if stranded:
+            others = ", ".join(repr(other["name"]) for other in stranded)
+            collector.add(
+                f"{draft['_path']}.endpoint",
+                f"peer {draft['name']!r} has no endpoint and neither has {others}, and {reason}, so these peers can never reach each other",
+                "give one of them a public 'endpoint' (host:port), or add a peer with an endpoint that may relay between them",
+            )
 
 
 def _check_endpoint_routes(collector: _Collector, drafts: list[dict[str, Any]]) -> None:

@@ -106,3 +106,18 @@ def netns(request: pytest.FixtureRequest) -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10)
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport | None:
+    """With ``WGMESH_NO_SKIPS=1`` (``.ci/run`` sets it) a skipped test is a failure.
+
+    Lab, interop and install tests skip, naming what is missing, where root or a tool is absent: right on a
+    laptop, wrong in CI, where a run full of skips would otherwise pass while proving nothing. CI installs
+    everything those tests need, so any skip there means the proof did not run.
+    """
+    if os.environ.get("WGMESH_NO_SKIPS") != "1" or call.excinfo is None or not call.excinfo.errisinstance(pytest.skip.Exception):
+        return None
+    report = pytest.TestReport.from_item_and_call(item, call)
+    report.outcome = "failed"
+    report.longrepr = f"skipped in CI (WGMESH_NO_SKIPS=1), which installs everything the tests need: {call.excinfo.value}"
+    return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from collections import Counter
 from ipaddress import ip_network
 from typing import Any
@@ -143,7 +144,8 @@ def test_route_tables_send_other_peers_subnets_to_the_instance(zhy: ProgramRun) 
 
 
 def test_configs_are_secret_and_name_every_other_peer(zhy: ProgramRun) -> None:
-    assert zhy.secret_exports == {"peers": False, "configs": True, "config_digests": False, "verification": False}
+    assert zhy.secret_exports == {"peers": False, "configs": True, "config_digests": False, "verification": False, "relays": False}
+    assert zhy.exports["relays"] == {"pairs": []}
     peers = zhy.exports["peers"]
     endpoints = {"zhy": f"{fake_public_ip('zhy-eip')}:51820", "bjs": f"{fake_public_ip('bjs-eip')}:51820", "pub": "198.51.100.30:51820"}
     assert {name: peer["endpoint"] for name, peer in peers.items()} == endpoints
@@ -187,6 +189,64 @@ def test_install_commands_carry_the_config_on_stdin_only(zhy: ProgramRun) -> Non
         for other, details in zhy.exports["peers"].items():
             if other != peer:
                 assert details["public_key"] in verify["create"]
+
+
+def test_two_external_peers_behind_nat_are_relayed_and_the_stack_says_by_whom() -> None:
+    """Two external hosts without endpoint: the stack exports the pair and its relay (an AWS peer, whose endpoint is
+    an Elastic IP), each NAT peer's verify checks the other through the relay's handshake, and its config routes
+    the other's prefixes to the relay."""
+    config = copy.deepcopy(ZHY)
+    for name, subnet in (("home", "192.168.40.0/24"), ("office", "192.168.50.0/24")):
+        config["wgmesh:mesh"]["peers"].append(
+            {"name": name, "kind": "external", "ssh_host": "203.0.113.50", "subnets": [subnet], "source_cidrs": ["203.0.113.50/32"]}
+        )
+    config["wgmesh:mesh"]["peers"][2]["relay_allowed"] = False  # pub may not see the traffic: an AWS peer relays
+    run = run_program(config)
+    [pair] = run.exports["relays"]["pairs"]
+    relay = pair["relay"]
+    assert pair["peers"] == ["home", "office"] and relay in ("zhy", "bjs") and pair["pinned_by"] is None
+    assert "in the clear" in run.exports["relays"]["note"]
+    keys = {name: peer["public_key"] for name, peer in run.exports["peers"].items()}
+    commands = {resource.name: resource.plain for resource in run.mocks.of_type("command:remote:Command")}
+    for local, other in (("home", "office"), ("office", "home")):
+        verify = commands[f"{local}-verify"]["create"]
+        assert keys[other] not in verify and keys[relay] in verify
+        assert f"""'"{relay}"'""" in verify  # reported as "via": relay
+        sections = {section.name: section for section in parse_config(run.exports["configs"][local]).peers}
+        assert other not in sections
+        assert run.exports["peers"][other]["subnets"][0] in sections[relay].get("AllowedIPs")
+    assert "vias=(null null null null)" in commands["zhy-verify"]["create"], "a public peer reaches everyone directly"
+
+
+class OrderRecordingMocks(RecordingMocks):
+    """Records when each command's registration starts and ends; the relay's install takes a little while."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.slow = slow
+        self.events: list[tuple[str, str]] = []
+
+    def extra_outputs(self, args: Any) -> dict[str, Any]:
+        if args.typ == "command:remote:Command":
+            self.events.append(("start", args.name))
+            if args.name == self.slow:
+                time.sleep(0.3)
+            self.events.append(("end", args.name))
+        return {}
+
+
+def test_peers_behind_nat_install_after_their_relay() -> None:
+    """So that a pair moved to a new relay finds it listening (else WireGuard retries the handshake after 5 s)."""
+    config = copy.deepcopy(ZHY)
+    for name in ("home", "office"):
+        config["wgmesh:mesh"]["peers"].append(
+            {"name": name, "kind": "external", "ssh_host": "203.0.113.50", "source_cidrs": ["203.0.113.50/32"]}
+        )
+    relay = run_program(config).exports["relays"]["pairs"][0]["relay"]
+    mocks = OrderRecordingMocks(f"{relay}-install")
+    run_program(config, mocks=mocks)
+    for name in ("home", "office"):
+        assert mocks.events.index(("end", f"{relay}-install")) < mocks.events.index(("start", f"{name}-install")), mocks.events
 
 
 def test_keys_and_configs_are_secret_outputs() -> None:

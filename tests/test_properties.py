@@ -50,12 +50,13 @@ def meshes(draw: st.DrawFn) -> dict[str, Any]:
     prefix = draw(st.integers(20, 27))
     network = f"10.255.0.0/{prefix}"
     subnets = draw(subnet_lists(len(names), dual))
-    nat_peer = draw(st.one_of(st.none(), st.sampled_from(names)))
+    # Any number of peers behind NAT but one: pairs of them are relayed through the others.
+    behind_nat = set(draw(st.lists(st.sampled_from(names), unique=True, max_size=len(names) - 1)))
     hosts = draw(st.lists(st.integers(1, 2 ** (32 - prefix) - 2), min_size=len(names), max_size=len(names), unique=True))
     peers = []
     for index, name in enumerate(names):
         peer: dict[str, Any] = {"name": name, "subnets": subnets[index]}
-        if name != nat_peer:
+        if name not in behind_nat:
             peer["endpoint"] = f"203.0.113.{index + 1}:{draw(st.integers(1024, 65535))}"
         if draw(st.booleans()):
             peer["address"] = str(ip_network(network).network_address + hosts[index])
@@ -82,10 +83,26 @@ def test_every_peer_appears_exactly_once_in_every_other_peers_file(raw: dict[str
     mesh, configs = parsed_configs(raw)
     keys = seeded_keys(mesh.names)
     for name, config in configs.items():
-        assert [section.name for section in config.peers] == [other for other in mesh.names if other != name]
+        direct = [other for other in mesh.names if other != name and mesh.relay_between(name, other) is None]
+        assert [section.name for section in config.peers] == direct
         listed = [section.get("PublicKey") for section in config.peers]
-        assert sorted(listed) == sorted(keys.public_key(other) for other in mesh.names if other != name)
+        assert sorted(listed) == sorted(keys.public_key(other) for other in direct)
         assert keys.public_key(name) not in listed
+
+
+@SETTINGS
+@given(meshes())
+def test_every_other_peers_prefixes_are_routed_once_through_its_relay_when_relayed(raw: dict[str, Any]) -> None:
+    """Each file routes every prefix of every other peer exactly once: to that peer, or to the pair's relay when
+    both are behind NAT (a public peer, which lists both NAT peers itself)."""
+    mesh, configs = parsed_configs(raw)
+    for name, config in configs.items():
+        routed = {ip_network(text.strip()): section.name for section in config.peers for text in section.get("AllowedIPs").split(",")}
+        expected = {
+            prefix: mesh.relay_between(name, other.name) or other.name for other in mesh.others(name) for prefix in other.allowed_ips
+        }
+        assert routed == expected
+    assert all(mesh.peer(relay).reachable and not mesh.peer(first).reachable for first, _, relay in mesh.relays)
 
 
 @SETTINGS
@@ -200,5 +217,6 @@ def test_adding_a_peer_to_a_pinned_mesh_moves_nobody(raw: dict[str, Any], newcom
     grown = {**raw, "peers": [*raw["peers"], {"name": newcomer, "endpoint": "198.51.100.1:51820"}]}
     bigger = load_mesh(grown, pinned_addresses=pinned)
     assert all(bigger.peer(peer.name).addresses == peer.addresses for peer in mesh.peers)
-    smaller = load_mesh({**raw, "peers": raw["peers"][1:]} if len(raw["peers"]) > 2 else raw, pinned_addresses=pinned)
+    remaining = raw["peers"][1:] if len(raw["peers"]) > 2 and any("endpoint" in peer for peer in raw["peers"][1:]) else raw["peers"]
+    smaller = load_mesh({**raw, "peers": remaining}, pinned_addresses=pinned)
     assert all(peer.addresses == mesh.peer(peer.name).addresses for peer in smaller.peers)

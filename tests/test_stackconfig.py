@@ -112,3 +112,36 @@ def test_every_problem_is_reported_at_once_in_file_order() -> None:
     raw["admin_cidrs"] = ["bad"]
     paths = list(problems(raw))
     assert paths == ["wgmesh:mesh.admin_cidrs[0]", "wgmesh:mesh.peers[0].region", "wgmesh:mesh.peers[2].kind"]
+
+
+# IPv6 and AWS peers: refused where written, never dropped (the AWS component builds IPv4 only; docs/ipv6.md).
+AWS_IPV6 = {
+    "network": (lambda r: r.update(network=["10.255.0.0/24", "fd00:255::/64"]), "wgmesh:mesh.network[1]", "AWS peers (zhy, fra)"),
+    "network-scalar": (lambda r: r.update(network="fd00:255::/64"), "wgmesh:mesh.network", "IPv6 tunnel network"),
+    "subnets": (lambda r: r["peers"][1].update(subnets=["10.8.0.0/24", "fd00:8::/64"]), "wgmesh:mesh.peers[1].subnets[1]", "IPv4 only"),
+    "subnet_cidr": (lambda r: r["peers"][0].update(subnet_cidr="2001:db8::/64"), "wgmesh:mesh.peers[0].subnet_cidr", "IPv6"),
+    "endpoint": (lambda r: r["peers"][2].update(endpoint="[2001:db8::30]:51820"), "wgmesh:mesh.peers[2].endpoint", "IPv4 endpoint"),
+    "source_cidrs": (lambda r: r["peers"][2].update(source_cidrs=["2001:db8::30/128"]), "wgmesh:mesh.peers[2].source_cidrs[0]", "IPv4"),
+    "admin_cidrs": (lambda r: r.update(admin_cidrs=["2001:db8:7::/48"]), "wgmesh:mesh.admin_cidrs[0]", "SSH over IPv4"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(AWS_IPV6))
+def test_ipv6_that_aws_peers_would_carry_is_refused_naming_the_field(case: str) -> None:
+    edit, path, words = AWS_IPV6[case]
+    raw = stack()
+    edit(raw)
+    found = problems(raw)
+    assert path in found, found
+    assert words in found[path]
+
+
+def test_all_aws_ipv6_problems_come_at_once_and_dual_stack_without_aws_is_fine() -> None:
+    raw = stack(network=["10.255.0.0/24", "fd00:255::/64"])
+    raw["peers"][0]["subnets"] = ["fd00:10::/64"]
+    raw["peers"][2]["endpoint"] = "[2001:db8::30]:51820"
+    assert {"wgmesh:mesh.network[1]", "wgmesh:mesh.peers[0].subnets[0]", "wgmesh:mesh.peers[2].endpoint"} <= set(problems(raw))
+    external = dict(raw["peers"][2]) | {"subnets": ["10.7.1.0/24", "fd00:7::/64"]}
+    spec = load_stack({"network": raw["network"], "peers": [external, {"name": "home", "kind": "external", "ssh_host": "192.0.2.9"}]})
+    assert {network.version for network in spec.mesh.networks} == {4, 6}
+    assert str(spec.mesh.peer("pub").endpoint) == "[2001:db8::30]:51820"

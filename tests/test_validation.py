@@ -167,11 +167,12 @@ def test_two_peers_with_one_key(three_peers: dict[str, Any]) -> None:
     assert "the same key as mesh.peers[0]" in issues_of(three_peers)["mesh.peers[2].public_key"]
 
 
-def test_two_peers_without_endpoints_cannot_reach_each_other(three_peers: dict[str, Any]) -> None:
+def test_two_peers_without_endpoints_and_no_relay_cannot_reach_each_other(three_peers: dict[str, Any]) -> None:
     del three_peers["peers"][1]["endpoint"]
     del three_peers["peers"][2]["endpoint"]
+    three_peers["peers"][0]["relay_allowed"] = False
     message = issues_of(three_peers)["mesh.peers[2].endpoint"]
-    assert "'pub' has no endpoint and neither has 'bjs'" in message
+    assert "'pub' has no endpoint and neither has 'bjs', and every peer with an endpoint has relay_allowed: false or table: off" in message
 
 
 def test_one_peer_behind_nat_is_fine_and_pending_endpoints_count(three_peers: dict[str, Any]) -> None:

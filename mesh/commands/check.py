@@ -14,6 +14,7 @@ from mesh.cli import EXIT_OK
 from mesh.describe import Description, build_mesh, load_description
 from mesh.keys import public_key
 from mesh.model import Mesh
+from mesh.relays import CLEARTEXT_NOTE, relayed_pairs
 from mesh.statefile import KeyFile, default_keyfile_path, read_keyfile
 
 EPILOG = "Exit codes: 0 the mesh is valid, 1 it is not (every problem is printed, with file:line), 2 bad command line."
@@ -82,4 +83,25 @@ def summary(description: Description, mesh: Mesh, keyfile: KeyFile, keys_path: P
     lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     if unpinned:
         lines.append(f"* allocated now; `python -m mesh render` pins it in {keys_path} so that it never moves")
+    lines += relay_lines(mesh)
     return "\n".join(lines)
+
+
+def relay_lines(mesh: Mesh) -> list[str]:
+    """The relayed pairs (both behind NAT), each with its relay and whether it was pinned, and the cleartext caveat."""
+    pairs = relayed_pairs(mesh)
+    if not pairs:
+        return []
+    lines = [f"relayed pairs (both behind NAT): {CLEARTEXT_NOTE}"]
+    width = max(len(f"{pair.first} <-> {pair.second}") for pair in pairs)
+    for pair in pairs:
+        how = (
+            f"pinned: {pair.pinned_by} says relay: {pair.relay}"
+            if pair.pinned_by
+            else f"chosen; may move when peers with endpoints change, pin with `relay: {pair.relay}`"
+        )
+        lines.append(f"  {f'{pair.first} <-> {pair.second}'.ljust(width)}  via {pair.relay} ({how})")
+    forbidden = [peer.name for peer in mesh.peers if peer.reachable and not peer.relay_allowed]
+    if forbidden:
+        lines.append(f"  never relaying (relay_allowed: false): {', '.join(forbidden)}")
+    return lines

@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Draw the mesh like `kgctl graph`: one box per peer (cloud and region when FILE is a stack config, "
         "endpoint, tunnel address, routed subnets), grouped by cloud and region, with one edge per pair of peers. "
         "Solid two-headed edges join peers that can both be reached; a dashed edge leaves a peer behind NAT, which "
-        "starts the handshake and sends keepalives.",
+        "starts the handshake and sends keepalives; a dotted orange edge joins two peers behind NAT, labelled with "
+        "the relay they talk through (which sees their traffic in the clear).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
