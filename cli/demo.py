@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli.main import invocation
 from mesh.cli import EXIT_INVALID, EXIT_OK, UserError
 from mesh.commands import check, render
 
@@ -170,8 +171,9 @@ def _lab_demo(args: argparse.Namespace) -> int:
             print("FAILED: " + ("a verification failed" if not verified else "the LAN-to-LAN ping got no answer"))
     finally:
         if args.keep:
-            print(f"\nthe lab stays up: wgmesh lab exec h1 -- wg show   |   wgmesh lab exec h1-lan -- ping {hosts[-1].lan_client}")
-            print(f"stack file {lab.stack_path}; take it down with: wgmesh lab down --state {args.state}")
+            wgmesh = invocation()
+            print(f"\nthe lab stays up: {wgmesh} lab exec h1 -- wg show   |   {wgmesh} lab exec h1-lan -- ping {hosts[-1].lan_client}")
+            print(f"stack file {lab.stack_path}; take it down with: {wgmesh} lab down --state {args.state}")
         else:
             removed = lab.down()  # the deploy's state and the stack file go with the hosts
             print(f"\nlab down: removed {', '.join(f'{count} {kind}' for kind, count in removed.items())}")

@@ -14,6 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
+from cli.main import invocation
 from lab.core import HANDSHAKE_TIMEOUT
 from mesh.cli import EXIT_INVALID, EXIT_OK, UserError
 
@@ -141,7 +142,8 @@ def run_up(args: argparse.Namespace) -> int:
             where6 = f"IPv6 endpoint {host.endpoint6}" if host.endpoint6 else "no IPv6 underlay (behind NAT)"
             print(f"  {'':<5} {'':<24} {where6:<40} LAN {host.lan_subnet6} (client {host.lan_client6})")
     print(f"stack file: {lab.stack_path}")
-    print(f"ssh key: {lab.key_path}   try: wgmesh lab exec h1 -- wg show   |   wgmesh lab down")
+    wgmesh = invocation()
+    print(f"ssh key: {lab.key_path}   try: {wgmesh} lab exec h1 -- wg show   |   {wgmesh} lab down")
     return EXIT_OK
 
 

@@ -6,12 +6,22 @@ The offline commands and the error handling are :mod:`mesh.cli`'s; this module o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mesh import cli as core_cli
 
 LAB_COMMANDS = ("cli.lab", "cli.demo")
+
+
+def invocation() -> str:
+    """The command as the user typed it (``sudo .venv/bin/wgmesh``), so that the hints we print can be pasted back:
+    on a fresh machine ``wgmesh`` is in ``.venv/bin``, not on PATH."""
+    typed = sys.argv[0] if sys.argv and Path(sys.argv[0]).name == "wgmesh" else "wgmesh"
+    sudo = "sudo " if os.environ.get("SUDO_USER") and os.geteuid() == 0 else ""
+    return sudo + typed
 
 
 def build_parser() -> argparse.ArgumentParser:
