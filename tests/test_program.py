@@ -11,7 +11,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from mesh.install import install_script, uninstall_script, user_data_script
+from hostside.install import install_script, uninstall_script, user_data_script
 from mesh.keys import public_key
 from mesh.render import config_digest
 from mesh.wgconf import parse_config
