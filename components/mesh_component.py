@@ -22,7 +22,7 @@ import pulumi_command as command
 
 from components.keys import random_seed, seed_bytes
 from components.peer import WireGuardPeer
-from mesh.install import install_script, uninstall_script, verify_script, wait_for_boot_script
+from hostside.install import install_script, uninstall_script, verify_script, wait_for_boot_script
 from mesh.model import Mesh
 from mesh.relays import CLEARTEXT_NOTE, relayed_pairs
 from mesh.render import MeshKeys, config_digest, render_all

@@ -21,7 +21,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.keys import key_pair, random_seed
-from mesh.install import user_data_script
+from hostside.install import user_data_script
 from mesh.stackconfig import CANONICAL_OWNER, default_ami_filter
 
 SSH_PORT = 22

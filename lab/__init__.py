@@ -1,7 +1,7 @@
 """A local "multi-cloud" on network namespaces, for running wgmesh end to end on one Linux machine (as root).
 
-Not part of the pure core: it runs ``ip``, ``nsenter``, ``mount`` and ``sshd``. ``python -m mesh lab ...`` is its
-command line (:mod:`mesh.commands.lab`); :mod:`lab.topology` has the layout, :mod:`lab.core` builds it.
+Not part of the pure core: it runs ``ip``, ``nsenter``, ``mount`` and ``sshd``. ``wgmesh lab ...`` is its
+command line (:mod:`cli.lab`); :mod:`lab.topology` has the layout, :mod:`lab.core` builds it.
 """
 
 from lab.core import Lab, LabBusy, LabError, check_prerequisites

@@ -65,6 +65,9 @@ COMMAND_TIMEOUT = 30.0
 SSH_READY_TIMEOUT = 20.0
 WG_QUICK_TIMEOUT = 60.0
 KILL_GRACE = 3.0
+# After a reboot, how long `reboot` waits for its tunnels to carry traffic again: a peer behind NAT (which the
+# rebooted host cannot dial) comes back with its next keepalive, at most 25 s later with wgmesh's default.
+HANDSHAKE_TIMEOUT = 30.0
 
 
 class LabError(Exception):
@@ -220,7 +223,7 @@ class Lab:
         """The hosts of the lab that is up (by name); :class:`LabError` when none is."""
         state = self.state()
         if state is None or "peers" not in state.data:
-            raise LabError(f"no lab is up (no {self.state_path}): run `python -m mesh lab up --peers N` first")
+            raise LabError(f"no lab is up (no {self.state_path}): run `wgmesh lab up --peers N` first")
         hosts = topology.plan(
             int(state.data["peers"]), nat_peer=int(state.data.get("nat_peer") or 0), dual_stack=bool(state.data.get("dual_stack"))
         )
@@ -259,7 +262,6 @@ class Lab:
         *,
         nat_peer: int = 0,
         dual_stack: bool = False,
-        stack_files: Sequence[Path] = (),
         workers: int = 16,
         wait: float = 0.0,
     ) -> list[Host]:
@@ -278,16 +280,17 @@ class Lab:
         deadline = time.monotonic() + wait
         while True:
             try:
-                return self._up_once(hosts, stack_files, workers)
+                return self._up_once(hosts, workers)
             except LabBusy:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
-    def _up_once(self, hosts: list[Host], stack_files: Sequence[Path], workers: int) -> list[Host]:
+    def _up_once(self, hosts: list[Host], workers: int) -> list[Host]:
         peers, nat_peer = len(hosts), sum(host.behind_nat for host in hosts)
         dual_stack = any(host.dual_stack for host in hosts)
         self._check_free(hosts)
+        made_dir = not self.state_dir.exists()
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         try:
@@ -295,19 +298,17 @@ class Lab:
                 self.state_path, peers=peers, nat_peer=nat_peer, dual_stack=dual_stack, status="building", started=time.time()
             )
         except FileExistsError:
-            raise LabError(f"a lab is already up with state in {self.state_dir} (run `python -m mesh lab down` first)") from None
+            raise LabError(f"a lab is already up with state in {self.state_dir} (run `wgmesh lab down` first)") from None
+        if made_dir:
+            state.set("made_state_dir", True)
         try:
-            self._ensure_key()
+            self._ensure_key(state)
             self._build_common(state, dual_stack=dual_stack)
             with ThreadPoolExecutor(max_workers=max(1, min(workers, len(hosts)))) as pool:
                 list(pool.map(lambda host: self._build_host(state, host), hosts))
             self._wait_ssh(hosts)
-            for path in (self.stack_path, *stack_files):
-                path = Path(path)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_private(path, topology.stack_yaml(hosts, self.key_path))
-                if path != self.stack_path:
-                    state.set("stack_files", [*state.data.get("stack_files", []), str(path.absolute())])
+            state.record("files", str(self.stack_path))
+            write_private(self.stack_path, topology.stack_yaml(hosts, self.key_path))
             state.set("status", "up")
         except BaseException as exc:
             with contextlib.suppress(LabError):
@@ -333,7 +334,7 @@ class Lab:
         taken = sorted(wanted & existing)
         if taken:
             raise LabBusy(
-                f"network namespaces {', '.join(taken)} exist already (another lab? `python -m mesh lab down --state DIR` "
+                f"network namespaces {', '.join(taken)} exist already (another lab? `wgmesh lab down --state DIR` "
                 "removes a lab, `ip netns delete NAME` a stray namespace)"
             )
         if run(["ip", "link", "show", topology.ROOT_LINK], check=False).returncode == 0:
@@ -344,16 +345,25 @@ class Lab:
             if dst.startswith("198.51.100.") or dst == topology.INET_CIDR:
                 raise LabBusy(f"the root namespace already routes {dst} (dev {route.get('dev')}): the lab needs {topology.INET_CIDR}")
 
-    def _ensure_key(self) -> None:
-        """The lab's SSH key (kept across ``down``/``up``, so a stack file's key path stays valid) and authorized_keys."""
-        if not self.key_path.exists():
-            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "wgmesh-lab", "-f", str(self.key_path)])
+    def _ensure_key(self, state: LabState) -> None:
+        """The lab's SSH key and authorized_keys; a key this ``up`` generates is recorded, so ``down`` removes it."""
         pub = self.key_path.with_name(KEY_FILE + ".pub")
+        if not self.key_path.exists():
+            state.record("files", str(self.key_path))
+            state.record("files", str(pub))
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "wgmesh-lab", "-f", str(self.key_path)])
         if not pub.exists():
             pub.write_text(run(["ssh-keygen", "-y", "-f", str(self.key_path)]).stdout)
         for path in (self.key_path, pub):
             os.chmod(path, 0o600)
+        state.record("files", str(self.state_dir / "authorized_keys"))
         write_private(self.state_dir / "authorized_keys", pub.read_text().strip() + "\n")
+
+    def keep_file(self, path: Path) -> None:
+        """Record a file kept for the lab that is up (the deploy's state), so that ``down`` removes it with the lab."""
+        state = self.state()
+        if state is not None:
+            state.record("files", str(Path(path).absolute()))
 
     def _add_netns(self, state: LabState, name: str) -> None:
         result = run(["ip", "netns", "add", name], check=False)
@@ -523,7 +533,7 @@ class Lab:
         if not key.exists():
             run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{host.name}.lab", "-f", str(key)])
         os.chmod(key.with_name(key.name + ".pub"), 0o600)
-        config = f"""# sshd of lab host {host.name} (generated by `python -m mesh lab up`)
+        config = f"""# sshd of lab host {host.name} (generated by `wgmesh lab up`)
 Port {topology.SSH_PORT}
 ListenAddress {host.address}
 HostKey {key}
@@ -615,7 +625,7 @@ LoginGraceTime 60
         state = self.state()
         if state is None:
             return {}
-        removed = {"processes": 0, "netns": 0, "links": 0, "mounts": 0}
+        removed = {"processes": 0, "netns": 0, "links": 0, "mounts": 0, "files": 0}
         namespaces = {inode for name in state.made("netns") if (inode := ns_inode(self.netns_path(name)))}
         for host in state.data.get("hosts", {}).values():
             if host.get("mntns"):
@@ -646,9 +656,15 @@ LoginGraceTime 60
             raise LabError(f"lab down could not remove every {', '.join(leftover)}: see {self.state_path}")
         shutil.rmtree(self.hosts_dir, ignore_errors=True)
         shutil.rmtree(self.ns_dir, ignore_errors=True)
-        for path in (self.stack_path, self.state_dir / "authorized_keys"):
-            path.unlink(missing_ok=True)
+        for path in state.made("files"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed["files"] += 1
+            state.forget("files", path)
         self.state_path.unlink(missing_ok=True)
+        if state.data.get("made_state_dir"):
+            with contextlib.suppress(OSError):  # left in place (and said by `lab down`) if something else was put there
+                self.state_dir.rmdir()
         return removed
 
     # -------------------------------------------------------------------------------------------------- status
@@ -698,8 +714,14 @@ LoginGraceTime 60
             raise LabError(f"{exc.filename}: not found") from None
 
     # -------------------------------------------------------------------------------------------------- reboot
-    def reboot(self, name: str) -> dict[str, Any]:
-        """Power-cycle a host: kill its processes, drop its runtime state, then boot it (sshd, wg-quick up)."""
+    def reboot(self, name: str, *, handshake_timeout: float = HANDSHAKE_TIMEOUT) -> dict[str, Any]:
+        """Power-cycle a host: kill its processes, drop its runtime state, then boot it (sshd, wg-quick up).
+
+        Its interfaces being up is not its tunnels working: until a new handshake, the other peers keep encrypting
+        for the session the reboot destroyed, and traffic through the host fails for seconds. So the reboot waits
+        (``handshake_timeout``, 0 for not at all) for a handshake with every peer, prodding each one it can dial
+        with a ping, and reports who has none yet (``handshakes``).
+        """
         check_prerequisites()
         state = self.state()
         host = self.host(name)
@@ -727,7 +749,56 @@ LoginGraceTime 60
         self._fresh_run(host)
         interfaces = self._boot(state, host)
         self._wait_ssh([host])
-        return {"host": host.name, "killed": killed, "deleted_links": deleted, "wg_up": interfaces}
+        booted = time.monotonic()
+        handshakes = self.wait_for_handshakes(host, interfaces, handshake_timeout) if handshake_timeout > 0 else None
+        if handshakes is not None:
+            handshakes["seconds"] = round(time.monotonic() - booted, 1)
+        return {"host": host.name, "killed": killed, "deleted_links": deleted, "wg_up": interfaces, "handshakes": handshakes}
+
+    def wait_for_handshakes(self, host: Host, interfaces: Sequence[str], timeout: float) -> dict[str, Any]:
+        """Start a handshake with every peer ``host`` can dial and wait (bounded) for them; who is still without one.
+
+        ``missing``: peers with an endpoint and no handshake after ``timeout`` (each is prodded with one ping to its
+        tunnel address: any packet for a peer starts a handshake). ``no_endpoint``: peers without one (behind NAT),
+        not waited for: the host cannot reach them, and their keepalives, sent on the session the reboot destroyed,
+        start no new one; such a peer comes back when it next sends traffic (WireGuard retries about 15 s after an
+        unanswered packet). Peers are named after the lab host behind their endpoint or LAN.
+        """
+        hosts = list(self.hosts().values())
+        deadline = time.monotonic() + timeout
+        prodded = 0.0
+        while True:
+            pending: list[tuple[str, str, str]] = []  # (label, endpoint, tunnel address)
+            for interface in interfaces:
+                dump = run(self.in_host(host, ["wg", "show", interface, "dump"]), check=False, timeout=COMMAND_TIMEOUT).stdout
+                for line in dump.splitlines()[1:]:  # the first line is the interface's own
+                    fields = line.split("\t")
+                    if len(fields) < 5 or fields[4] != "0":
+                        continue
+                    endpoint, allowed = fields[2], fields[3].split(",")
+                    address = next((item.split("/")[0] for item in allowed if item.endswith(("/32", "/128"))), "")
+                    pending.append((_peer_label(hosts, interface, endpoint, allowed), endpoint, address))
+            dialable = [(label, address) for label, endpoint, address in pending if endpoint != "(none)" and address]
+            now = time.monotonic()
+            if not dialable or now >= deadline:
+                return {
+                    "missing": sorted(label for label, _ in dialable),
+                    "no_endpoint": sorted(label for label, endpoint, _ in pending if endpoint == "(none)"),
+                }
+            if now - prodded >= 1.0:
+                pings = " ".join(f"ping -n -c 1 -W 1 {shlex.quote(address)} >/dev/null 2>&1 &" for _, address in dialable)
+                run(self.in_host(host, ["sh", "-c", f"{pings} wait"]), check=False, timeout=COMMAND_TIMEOUT)
+                prodded = now
+            time.sleep(0.2)
+
+
+def _peer_label(hosts: Sequence[Host], interface: str, endpoint: str, allowed: Sequence[str]) -> str:
+    """The lab host a WireGuard peer is: the one behind its endpoint, else the one whose LAN it routes."""
+    address = endpoint.rpartition(":")[0].strip("[]")
+    for host in hosts:
+        if address == host.public_address or host.lan_subnet in allowed:
+            return host.name
+    return f"{interface} peer {allowed[0]}"
 
 
 def _is_mountpoint(path: str) -> bool:

@@ -11,7 +11,7 @@ The checks (:func:`ping`, :func:`all_pairs`, :class:`Pinger`, :func:`wg_show`) r
 lab's namespaces through ``nsenter``: what a user of the servers would see, independent of the program's own
 verification. Every wait is bounded.
 
-Used by ``python -m mesh demo``, ``bench/lab.py`` and ``tests/test_e2e.py``. Needs root (the lab does).
+Used by ``wgmesh demo``, ``bench/lab.py`` and ``tests/test_e2e.py``. Needs root (the lab does).
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ class LabStack:
         self.program = program
         self.parallel = parallel
         self._forget_stale_state()
+        lab.keep_file(self.state_path)  # the deploy's state describes the lab's hosts: `lab down` removes it with them
 
     def _forget_stale_state(self) -> None:
         """A state file older than the lab describes installs on hosts that no longer exist: start from nothing."""

@@ -1,6 +1,6 @@
 """A Pulumi mocks monitor that really runs ``command:remote:Command`` over SSH: ``pulumi up`` without the Pulumi CLI.
 
-Lives in :mod:`lab` (not ``tests/``) because product commands (``python -m mesh demo``, ``bench/lab.py``) use it;
+Lives in :mod:`lab` (not ``tests/``) because product commands (``wgmesh demo``, ``bench/lab.py``) use it;
 ``tests/lab_executor.py`` re-exports it for the tests.
 
 There is no Pulumi engine, no provider plugin and no cloud here, so the end-to-end tests run the program under

@@ -9,7 +9,7 @@ name and keepers (so keys are stable across runs, as Pulumi's state keeps them, 
 does), ``get_ami`` an image id. :class:`lab.executor.LabExecutor` overrides ``new_resource`` for
 ``command:remote:Command`` to run the program's install commands for real over SSH.
 
-Used by ``python -m mesh demo``, ``bench/lab.py`` and the tests (``tests/program_harness.py`` re-exports it with
+Used by ``wgmesh demo``, ``bench/lab.py`` and the tests (``tests/program_harness.py`` re-exports it with
 a fake SSH key as the default secret). Imports pulumi, so :mod:`mesh` never imports this module at load time.
 """
 

@@ -68,7 +68,7 @@ class LabState:
         return state
 
     def made(self, kind: str) -> list[Any]:
-        """What was recorded under ``kind`` (``netns``, ``links``, ``mounts``, ``dirs``), in creation order."""
+        """What was recorded under ``kind`` (``netns``, ``links``, ``mounts``, ``dirs``, ``files``), in creation order."""
         with self._lock:
             return list(self.data["made"].get(kind, []))
 

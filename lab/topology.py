@@ -215,7 +215,7 @@ def stack_config(hosts: list[Host], ssh_key_path: Path) -> dict[str, Any]:
 
 def stack_yaml(hosts: list[Host], ssh_key_path: Path) -> str:
     header = (
-        "# Written by `python -m mesh lab up`: the local network-namespace lab as a wgmesh stack.\n"
+        "# Written by `wgmesh lab up`: the local network-namespace lab as a wgmesh stack.\n"
         "# `pulumi up --stack lab` builds the mesh on it (SSH from this machine's root namespace).\n"
     )
     return header + yaml.safe_dump(stack_config(hosts, ssh_key_path), sort_keys=False, default_flow_style=None, width=140)

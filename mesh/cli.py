@@ -1,5 +1,9 @@
 """The ``python -m mesh`` command line: one sub-command per module under :mod:`mesh.commands`.
 
+These are the offline commands (check, render, graph), which need nothing above the core. The ``wgmesh`` console
+script (:mod:`cli.main`) is this same parser plus the commands that need the lab (``lab``, ``demo``), which live
+in :mod:`cli` so that the core never imports the lab.
+
 Each command module exposes ``register(subparsers)`` which adds its parser and sets ``func`` to a callable
 taking the parsed arguments and returning the exit code. User mistakes (:class:`UserError`, bad mesh
 descriptions) are printed as plain messages, never as tracebacks.
@@ -19,7 +23,7 @@ from collections.abc import Sequence
 
 from mesh.errors import MeshConfigError
 
-COMMAND_MODULES = ("check", "render", "graph", "lab", "demo")
+COMMAND_MODULES = ("check", "render", "graph")
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -29,21 +33,26 @@ class UserError(Exception):
     """A mistake the user can fix (a missing file, a bad flag value): printed as ``error: <message>``."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    extra: Sequence[str] = (),
+    prog: str = "python -m mesh",
+    description: str = "wgmesh: validate, render and inspect WireGuard full-mesh descriptions.",
+) -> argparse.ArgumentParser:
+    """The parser of :data:`COMMAND_MODULES`, then of ``extra`` (full module names, each with ``register``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m mesh",
-        description="wgmesh: validate, render and inspect WireGuard full-mesh descriptions.",
+        prog=prog,
+        description=description,
         epilog="Exit codes: 0 success, 1 invalid input, unusable file, missing tool or failed check, 2 bad command line, "
         "130 interrupted. Every command has --help.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(f"mesh.commands.{module_name}").register(subparsers)
+    for module_name in (*(f"mesh.commands.{name}" for name in COMMAND_MODULES), *extra):
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    args = (parser or build_parser()).parse_args(argv)
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # inside the try: a closed pipe must surface here, not in the interpreter's exit flush

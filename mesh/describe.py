@@ -52,9 +52,17 @@ class Description:
         where = f"{self.path}:{line}" if line is not None else str(self.path)
         return f"{where}: {issue}"
 
+    def _line_order(self, issue: ConfigIssue) -> tuple[bool, int]:
+        line = self.line_of(issue.path)
+        return (line is None, line or 0)
+
     def report(self, issues: Iterable[ConfigIssue]) -> str:
-        """Every issue, one per line, under a header with the count: the CLI's message for an invalid mesh."""
-        issues = list(issues)
+        """Every issue, one per line, under a header with the count: the CLI's message for an invalid mesh.
+
+        In line order, as a person reads the file (the validator finds cross-peer problems after per-field ones);
+        issues without a line come last, and issues on one line keep the validator's order.
+        """
+        issues = sorted(issues, key=self._line_order)
         lines = [f"{self.path}: the mesh description has {len(issues)} problem(s):"]
         lines += [f"  {self.locate(issue)}" for issue in issues]
         return "\n".join(lines)

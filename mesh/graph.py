@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from mesh.model import Mesh, Peer
 
 SVG_TIMEOUT_SECONDS = 60
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLOUD_NAMES = {"aws": "AWS", "external": "external hosts"}
 
 
@@ -250,19 +251,35 @@ class GraphvizError(RuntimeError):
 
 def to_svg(dot_text: str, *, dot: str = "dot", timeout: float = SVG_TIMEOUT_SECONDS) -> str:
     """Render DOT text to SVG with Graphviz's ``dot`` (Debian: ``apt-get install graphviz``)."""
+    svg = graphviz(dot_text, "svg", dot=dot, timeout=timeout).decode("utf-8")
+    if "<svg" not in svg:
+        raise GraphvizError(f"{dot} drew no SVG")
+    return svg
+
+
+def to_png(dot_text: str, *, dot: str = "dot", timeout: float = SVG_TIMEOUT_SECONDS) -> bytes:
+    """Render DOT text to a PNG image with Graphviz's ``dot`` (a real image, not DOT text in a ``.png`` file)."""
+    png = graphviz(dot_text, "png", dot=dot, timeout=timeout)
+    if not png.startswith(PNG_SIGNATURE):
+        raise GraphvizError(f"{dot} drew no PNG")
+    return png
+
+
+def graphviz(dot_text: str, fmt: str, *, dot: str = "dot", timeout: float = SVG_TIMEOUT_SECONDS) -> bytes:
+    """``dot -T<fmt>`` of ``dot_text``; a missing or failing Graphviz is a :class:`GraphvizError` saying what to do."""
     binary = shutil.which(dot)
     if binary is None:
         raise GraphvizError(
-            f"Graphviz's {dot!r} program is not installed, so no SVG can be drawn: install it (Debian/Ubuntu: "
+            f"Graphviz's {dot!r} program is not installed, so no {fmt.upper()} can be drawn: install it (Debian/Ubuntu: "
             "apt-get install graphviz), or write DOT or Mermaid text instead (--format dot / --format mermaid)"
         )
     try:
-        result = subprocess.run([binary, "-Tsvg"], input=dot_text, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run([binary, f"-T{fmt}"], input=dot_text.encode("utf-8"), capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise GraphvizError(f"{binary} took more than {timeout:g} s to draw the mesh; try --format dot") from None
     except OSError as exc:
         raise GraphvizError(f"cannot run {binary}: {exc.strerror}") from None
-    if result.returncode != 0 or "<svg" not in result.stdout:
-        detail = result.stderr.strip().splitlines()
+    if result.returncode != 0 or not result.stdout:
+        detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
         raise GraphvizError(f"{binary} failed (exit {result.returncode}): {detail[-1] if detail else 'no message'}")
     return result.stdout

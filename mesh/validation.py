@@ -131,7 +131,7 @@ def parse_endpoint(text: Any) -> Endpoint:
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep or not host:
-            raise ValueError(f"{text!r} has no port; write it as 'host:port'")
+            raise ValueError(f"{text!r} has no port")
         if ":" in host:
             raise ValueError(f"{text!r}: write an IPv6 endpoint as '[address]:port'")
         if not _is_ipv4(host) and not HOSTNAME.match(host):
@@ -395,7 +395,7 @@ def _peer_draft(
         collector.add(
             f"{path}.name",
             f"{name!r} is not a usable peer name",
-            "use 1-32 lowercase letters, digits and inner '-' (it becomes a file, resource and host name)",
+            "use 1-15 lowercase letters, digits and inner '-' (it becomes a file, resource and interface name)",
         )
         name = None
     endpoint = None

@@ -1,4 +1,4 @@
-"""wgmesh's policy pack: ``pulumi preview --policy-pack policy`` (see README, "Policy pack").
+"""wgmesh's policy pack: ``pulumi preview --policy-pack policy`` (see docs/policy.md).
 
 Pulumi runs this file in the pack's own virtualenv (``requirements.txt``); it serves the policies to the engine
 and never returns. The rules themselves live in ``wgmesh_rules`` (pure) and their Pulumi wrapping in

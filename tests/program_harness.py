@@ -1,4 +1,4 @@
-"""The program harness for tests: :mod:`lab.program` (where the core lives, so that ``python -m mesh demo`` and
+"""The program harness for tests: :mod:`lab.program` (where the core lives, so that ``wgmesh demo`` and
 ``bench/lab.py`` use it without importing from ``tests/``), with a fake SSH key as the default secret, plus
 :func:`synthetic_stack` for size tests and benchmarks.
 """

@@ -1,6 +1,6 @@
 """User mistakes get a plain ``error:`` line and the documented exit code, never a traceback; every command has --help.
 
-The exit codes (README "Exit codes"): 0 success, 1 invalid input / unusable file / missing tool, 2 bad command line,
+The exit codes (docs/cli.md, "Exit codes"): 0 success, 1 invalid input / unusable file / missing tool, 2 bad command line,
 130 interrupted. Most cases run in-process through :func:`mesh.cli.main`; the ones that depend on the interpreter
 (tracebacks, closed pipes, Ctrl-C) run ``python -m mesh`` as a real process.
 """
@@ -97,7 +97,7 @@ def test_a_directory_is_not_a_description(tmp_path: Path, capsys: pytest.Capture
         ["check"],
         ["render", str(EXAMPLE)],  # --out is required
         ["graph"],
-        ["graph", str(EXAMPLE), "--format", "png"],
+        ["graph", str(EXAMPLE), "--format", "jpeg"],
         ["graph", str(EXAMPLE), "--stack", "zhy"],  # FILE and --stack exclude each other
         ["check", str(EXAMPLE), "--no-such-flag"],
     ],

@@ -1,10 +1,10 @@
-"""``python -m mesh demo`` (the README's Quickstart, ``./dev demo``).
+"""``wgmesh demo`` (the README's Quickstart, ``./dev demo``).
 
 * anywhere: the example mesh is validated and rendered (one 0600 config per peer, the key file beside them, never
   in the repository); without root the lab part is skipped with the reason, and the command still exits 0;
 * as root with the lab's tools: the whole demo runs (lab of three hosts, the last behind NAT; the real program's
   installs over SSH; every peer verified; a LAN-to-LAN ping through the mesh), the lab is gone afterwards, and
-  ``--keep`` leaves it up for ``python -m mesh lab exec``.
+  ``--keep`` leaves it up for ``wgmesh lab exec``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from cli import demo
+from cli.main import main
 from lab import Lab
-from mesh.cli import main
+from mesh.cli import UserError
 from tests.conftest import REPO, require_lab
 
 
@@ -38,30 +40,59 @@ def test_without_root_it_renders_and_says_what_it_skipped(
     assert not (tmp_path / "state").exists()
 
 
-def test_skip_lab_and_a_default_temporary_output(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary-files directory of this test's own, so that what the demo leaves there can be seen."""
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    return directory
+
+
+def test_skip_lab_renders_into_a_temporary_directory_and_removes_it(
+    private_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[str] = []
+    real_render = demo.render.run
+
+    def render_and_look(args):  # the files exist while the demo runs...
+        code = real_render(args)
+        seen.extend(sorted(path.name for path in Path(args.out).iterdir()))
+        return code
+
+    monkeypatch.setattr(demo.render, "run", render_and_look)
     assert main(["demo", "--skip-lab"]) == 0
     out = capsys.readouterr().out
-    rendered = Path(re.search(r"into (\S+)", out).group(1))  # type: ignore[union-attr]
-    try:
-        assert sorted(path.name for path in rendered.glob("*.conf")) == ["bjs.conf", "pub.conf", "zhy.conf"]
-        assert "local lab: skipped (--skip-lab)" in out
-    finally:
-        for path in rendered.iterdir():
-            path.unlink()
-        rendered.rmdir()
+    assert seen == ["bjs.conf", "mesh.keys.yaml", "pub.conf", "zhy.conf"]
+    assert "local lab: skipped (--skip-lab)" in out
+    assert list(private_tmp.iterdir()) == [], "...and are gone afterwards"
+    assert re.search(r"removed \S+wgmesh-demo-\S+ \(private keys and the mesh secret\)", out), out
+
+
+@pytest.mark.parametrize("failure", [UserError("the lab broke"), KeyboardInterrupt()])
+def test_a_failed_or_interrupted_lab_part_leaves_no_keys_behind(
+    failure: BaseException, private_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def lab_demo_fails(args):
+        (rendered,) = private_tmp.glob("wgmesh-demo-*")
+        assert (rendered / "mesh.keys.yaml").is_file(), "the keys were there when the lab part started"
+        raise failure
+
+    monkeypatch.setattr(demo, "_lab_unavailable", lambda: None)
+    monkeypatch.setattr(demo, "_lab_demo", lab_demo_fails)
+    assert main(["demo"]) == (130 if isinstance(failure, KeyboardInterrupt) else 1)
+    assert list(private_tmp.iterdir()) == []
 
 
 def test_an_invalid_description_is_exit_1_and_leaves_no_temporary_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, private_tmp: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("network: 10.255.0.0/24\npeers: [{name: a}]\n")
     assert main(["demo", str(bad), "--out", str(tmp_path / "out"), "--skip-lab"]) == 1
     assert "error:" in capsys.readouterr().err
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
     assert main(["demo", str(bad), "--skip-lab"]) == 1
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert list(private_tmp.iterdir()) == []
 
 
 @pytest.mark.lab

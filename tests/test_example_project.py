@@ -73,6 +73,10 @@ def test_the_installable_package_carries_components_and_core(tmp_path: Path) -> 
     assert built.returncode == 0, built.stderr
     wheel = next(tmp_path.glob("wgmesh-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("components/__init__.py", "components/peer.py", "components/mesh_component.py", "mesh/render.py", "mesh/install.py"):
+    for module in ("components/__init__.py", "components/peer.py", "components/mesh_component.py", "mesh/render.py", "hostside/install.py"):
         assert module in names
     assert not any(name.startswith("tests/") for name in names)
+    # The `wgmesh` console script and what it runs.
+    assert "cli/main.py" in names and "cli/lab.py" in names
+    entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
+    assert "wgmesh = cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

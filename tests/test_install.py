@@ -1,4 +1,4 @@
-"""mesh/install.py's scripts, run for real the way pulumi-command runs them: ``bash -c <script>``, config on stdin.
+"""hostside/install.py's scripts, run for real the way pulumi-command runs them: ``bash -c <script>``, config on stdin.
 
 Each lab test builds its own small network: one namespace per host, joined by veth pairs to a bridge in a hub
 namespace (underlay 172.31.0.0/24), with userspace WireGuard (wireguard-go, which wg-quick falls back to on this
@@ -46,8 +46,8 @@ from typing import Any
 
 import pytest
 
+from hostside.install import install_script, uninstall_script, user_data_script, verify_script, wait_for_boot_script
 from mesh import load_mesh
-from mesh.install import install_script, uninstall_script, user_data_script, verify_script, wait_for_boot_script
 from mesh.model import Mesh
 from mesh.render import MeshKeys, render_peer_config
 from mesh.wgconf import parse_config

@@ -1,4 +1,4 @@
-"""The network-namespace lab (``lab/``, ``python -m mesh lab``) and the SSH executor (``lab/executor.py``).
+"""The network-namespace lab (``lab/``, ``wgmesh lab``) and the SSH executor (``lab/executor.py``).
 
 * a lab's whole life: up (3 hosts, the last behind NAT) leaves only the 198.51.100.0/24 route in the root
   namespace; down leaves no ``wgl-*`` namespace, veth, mount or process and is idempotent;
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import time
@@ -31,9 +32,9 @@ import pulumi
 import pytest
 import yaml
 
+from cli.main import main
 from lab import Lab, LabBusy, LabError, topology
 from lab.core import ns_inode, processes_in
-from mesh.cli import main
 from tests.conftest import require_lab
 
 pytestmark = pytest.mark.lab
@@ -184,10 +185,44 @@ def test_up_then_down_leaves_only_the_lab_route_and_then_nothing(tmp_path: Path)
     if not after["lab_netns"]:  # unless another lab started right away: then the routes are its own
         assert after["lab_links"] == [] and after["routes4"] == before["routes4"]
     assert after["routes6"] == before["routes6"] and after["rules"] == before["rules"]
-    assert sorted(path.name for path in state_dir.iterdir()) == ["id_ed25519", "id_ed25519.pub"]
+    assert removed["files"] == 4  # stack file, key pair, authorized_keys
+    assert not state_dir.exists(), "up made the state directory: down removes it, key and stack file included"
     # Idempotent, and quiet when there is nothing.
     assert lab.down() == {}
     assert main(["lab", "down", "--state", str(state_dir)]) == 0
+
+
+def test_lab_down_leaves_nothing_up_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`lab up` then `lab down` from a checkout's root: no stack file in the root, no state directory, no key.
+
+    The deploy's state (``executor.json``, kept beside the lab) goes too; a state directory that existed before
+    ``up`` stays, holding only what was there before.
+    """
+    require_lab()
+    wait_for_free_machine()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Pulumi.yaml").write_text("name: wgmesh\n")
+    assert main(["lab", "up", "--peers", "1", "--wait", str(LAB_WAIT)]) == 0
+    try:
+        assert "stack file: " + str(tmp_path / "lab-state" / "Pulumi.lab.yaml") in capsys.readouterr().out
+        assert not (tmp_path / "Pulumi.lab.yaml").exists(), "the generated stack file stays out of the root"
+        from lab.deploy import LabStack
+
+        deploy_state = LabStack(Lab("lab-state")).state_path
+        deploy_state.write_text("{}")
+    finally:
+        assert main(["lab", "down"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"lab down: removed .*, 5 files in", out) and f"removed {tmp_path / 'lab-state'}" in out, out
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["Pulumi.yaml"]
+
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert main(["lab", "up", "--peers", "1", "--state", str(kept), "--wait", str(LAB_WAIT)]) == 0
+    assert main(["lab", "down", "--state", str(kept)]) == 0
+    assert f"kept {kept}: it was there before `lab up` (notes.txt)" in capsys.readouterr().out
+    assert sorted(path.name for path in kept.iterdir()) == ["notes.txt"]
 
 
 def test_down_never_touches_what_it_did_not_make(tmp_path: Path) -> None:
@@ -298,7 +333,7 @@ def test_each_host_has_its_own_wireguard_dirs_run_and_hostname(lab: Lab) -> None
     assert ssh(lab, "h1", "rm -f /etc/wireguard/probe /run/probe").returncode == 0
 
 
-def test_reboot_brings_an_installed_wg0_back(lab: Lab) -> None:
+def test_reboot_brings_an_installed_wg0_back_and_waits_for_its_handshakes(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     keys = {
         name: subprocess.run(["wg", "genkey"], capture_output=True, text=True, check=True, timeout=10).stdout.strip()
         for name in ("h1", "h2")
@@ -331,11 +366,19 @@ def test_reboot_brings_an_installed_wg0_back(lab: Lab) -> None:
         listing = ssh(lab, "h1", "ls /run; wg show interfaces")
         assert listing.returncode == 0
         assert "before-reboot" not in listing.stdout.split() and {"wireguard", "sshd", "wg0"} <= set(listing.stdout.split())
-        deadline = time.monotonic() + 20
-        while ssh(lab, "h1", "ping -c 1 -W 1 10.255.0.2").returncode != 0:
-            assert time.monotonic() < deadline, "tunnel did not come back after the reboot"
+        # reboot returned after a handshake with h2: traffic flows at once, also from h2, which held the old session.
+        assert result["handshakes"]["missing"] == [] and result["handshakes"]["no_endpoint"] == [], result
+        assert ssh(lab, "h2", "ping -c 1 -W 1 10.255.0.1").returncode == 0, "the tunnel carries traffic when reboot returns"
         # h2 was not rebooted: its wg0 is still there.
         assert lab.status()[1].wg_interfaces == ["wg0"]
+        # The CLI says so; and says when it did not wait.
+        capsys.readouterr()
+        assert main(["lab", "reboot", "--state", str(lab.state_dir), "h2"]) == 0
+        out = capsys.readouterr().out
+        assert re.search(r"booted in [\d.]+s \(wg0\)\nhandshake with every peer it can reach [\d.]+s after boot", out), out
+        assert ssh(lab, "h1", "ping -c 1 -W 1 10.255.0.2").returncode == 0
+        assert main(["lab", "reboot", "--state", str(lab.state_dir), "h2", "--handshake-timeout", "0"]) == 0
+        assert "not waiting for handshakes: traffic through its tunnels fails until" in capsys.readouterr().out
     finally:
         for name in ("h1", "h2"):
             ssh(lab, name, "wg-quick down wg0 >/dev/null 2>&1; rm -f /etc/wireguard/wg0.conf")
@@ -372,8 +415,8 @@ def test_stack_file_describes_the_hosts_and_validates(lab: Lab, tmp_path: Path) 
     assert spec.mesh.peers[2].endpoint is None
 
 
-def test_stack_file_elsewhere(tmp_path: Path) -> None:
-    """``--stack-file`` writes the same document to a second place (mode 0600); pure, no lab needed."""
+def test_stack_yaml_of_a_nat_host(tmp_path: Path) -> None:
+    """The stack document of a host behind NAT: reached over SSH through its router, no endpoint; pure, no lab needed."""
     hosts = topology.plan(2, nat_peer=True)
     text = topology.stack_yaml(hosts, Path("/k/id_ed25519"))
     config = yaml.safe_load(text)["config"]

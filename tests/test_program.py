@@ -11,8 +11,8 @@ from typing import Any
 import pulumi
 import pytest
 
+from hostside.install import install_script, uninstall_script, user_data_script
 from lab import topology
-from mesh.install import install_script, uninstall_script, user_data_script
 from mesh.keys import public_key
 from mesh.render import config_digest
 from mesh.wgconf import parse_config

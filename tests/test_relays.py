@@ -17,10 +17,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hostside.install import verify_script
 from mesh import MeshConfigError, load_mesh
 from mesh.cli import main
 from mesh.graph import to_dot, to_mermaid, topology
-from mesh.install import verify_script
 from mesh.relays import choose_relay, rendezvous_score
 from mesh.render import forwarding_rules, render_all
 from mesh.wgconf import parse_config

@@ -17,15 +17,15 @@ from typing import Any
 from mesh.cli import EXIT_OK, UserError
 from mesh.describe import Description, build_mesh, load_description
 from mesh.errors import ConfigIssue, MeshConfigError
-from mesh.graph import GraphvizError, Place, Topology, to_dot, to_mermaid, to_svg, topology
+from mesh.graph import GraphvizError, Place, Topology, to_dot, to_mermaid, to_png, to_svg, topology
 from mesh.statefile import default_keyfile_path, read_keyfile
 
-FORMATS = ("dot", "svg", "mermaid")
-SUFFIXES = {".dot": "dot", ".gv": "dot", ".svg": "svg", ".mmd": "mermaid", ".mermaid": "mermaid"}
+FORMATS = ("dot", "svg", "png", "mermaid")
+SUFFIXES = {".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png", ".mmd": "mermaid", ".mermaid": "mermaid"}
 STACK_ROOT = "config.wgmesh:mesh"
 EPILOG = (
     "Exit codes: 0 picture written, 1 the description is invalid, a file cannot be read or written, or Graphviz's "
-    "`dot` (needed for SVG only) is missing, 2 bad command line.\n\n"
+    "`dot` (needed for SVG and PNG only) is missing, 2 bad command line.\n\n"
     "Examples:\n"
     "  python -m mesh graph examples/mesh.yaml -o docs/topology.svg\n"
     "  python -m mesh graph examples/mesh.yaml --format mermaid     # paste into a README\n"
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-f",
         "--format",
         choices=FORMATS,
-        help="output format (default: from the --out suffix: .dot/.gv, .svg, .mmd; else dot); svg needs Graphviz's `dot`",
+        help="output format (default: from the --out suffix: .dot/.gv, .svg, .png, .mmd; else dot); svg and png need Graphviz's `dot`",
     )
     parser.add_argument("-o", "--out", type=Path, metavar="PATH", help="write the picture here (default: standard output)")
     parser.add_argument(
@@ -68,12 +68,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def output_format(requested: str | None, out: Path | None) -> str:
-    """The format asked for, else the one the output's suffix names, else DOT; refuses a suffix that contradicts it."""
+    """The format asked for, else the one the output's suffix names, else DOT on standard output.
+
+    Refuses a suffix that contradicts ``--format``, and an output whose suffix names no format we write (``x.jpg``):
+    a file must hold what its name says.
+    """
     implied = SUFFIXES.get(out.suffix.lower()) if out is not None else None
     if requested is not None:
         if implied is not None and implied != requested:
             raise UserError(f"--format {requested} but {out} is named like a {implied} file: drop --format or rename the output")
         return requested
+    if out is not None and implied is None:
+        known = ", ".join(sorted(SUFFIXES))
+        raise UserError(f"{out}: cannot tell the format from its name: use one of {known}, or give --format")
     return implied or "dot"
 
 
@@ -90,27 +97,36 @@ def run(args: argparse.Namespace) -> int:
     else:
         keyfile = read_keyfile(args.keys or default_keyfile_path(path))
         graph = topology(build_mesh(description, pinned_addresses=keyfile.addresses), title=args.title)
-    text = render(graph, fmt)
+    picture = render(graph, fmt)
     if args.out is None:
-        sys.stdout.write(text)
+        if isinstance(picture, bytes):
+            if sys.stdout.isatty():
+                raise UserError("a PNG is an image, not text for a terminal: write it to a file (-o mesh.png) or pipe it")
+            sys.stdout.flush()
+            sys.stdout.buffer.write(picture)
+        else:
+            sys.stdout.write(picture)
         return EXIT_OK
     try:
-        args.out.write_text(text, encoding="utf-8")
+        if isinstance(picture, bytes):
+            args.out.write_bytes(picture)
+        else:
+            args.out.write_text(picture, encoding="utf-8")
     except OSError as exc:
         raise UserError(f"{args.out}: cannot write the picture ({exc.strerror})") from None
     print(f"wrote {args.out} ({fmt}, {len(graph.nodes)} peers, {len(graph.edges)} links)", file=sys.stderr)
     return EXIT_OK
 
 
-def render(graph: Topology, fmt: str) -> str:
-    """The picture as text in ``fmt``; a missing or failing Graphviz is a :class:`UserError` saying what to do."""
+def render(graph: Topology, fmt: str) -> str | bytes:
+    """The picture in ``fmt`` (text, or bytes for PNG); a missing or failing Graphviz is a :class:`UserError`."""
     if fmt == "mermaid":
         return to_mermaid(graph)
     dot = to_dot(graph)
     if fmt == "dot":
         return dot
     try:
-        return to_svg(dot)
+        return to_png(dot) if fmt == "png" else to_svg(dot)
     except GraphvizError as exc:
         raise UserError(str(exc)) from None
 

@@ -1,11 +1,12 @@
-"""``python -m mesh demo``: the README's Quickstart, end to end, on one machine.
+"""``wgmesh demo``: the README's Quickstart, end to end, on one machine.
 
-1. Validate and render the example mesh (``examples/mesh.yaml``) into a fresh directory: works anywhere, no root.
+1. Validate and render the example mesh (``examples/mesh.yaml``) into a fresh directory, removed at the end
+   whatever happens (it holds private keys; ``--out DIR`` keeps the files): works anywhere, no root.
 2. As root with the lab's tools: build a three-host network-namespace lab (the last host behind NAT, with no
    public endpoint), run the real Pulumi program (``__main__.py``) against the lab's stack file with the lab
    executor as Pulumi's mocks, so the program's own ``remote.Command`` installs and verifications run over SSH
    exactly as ``pulumi up --stack lab`` would run them; print every peer's verification and a LAN-to-LAN ping
-   across the mesh; take the lab down again (``--keep`` leaves it up for ``python -m mesh lab exec``).
+   across the mesh; take the lab down again (``--keep`` leaves it up for ``wgmesh lab exec``).
 
 Without root (or a tool), step 2 is skipped with the reason and the command still succeeds: the demo shows what
 can be shown. Exit 1 only when something that ran failed (an invalid example, a failed install or check).
@@ -20,10 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli.main import invocation
 from mesh.cli import EXIT_INVALID, EXIT_OK, UserError
 from mesh.commands import check, render
 
-REPO = Path(__file__).resolve().parent.parent.parent
+REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = Path("examples") / "mesh.yaml"
 LAB_PEERS = 3
 EPILOG = (
@@ -44,11 +46,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
     )
     parser.add_argument("file", type=Path, nargs="?", metavar="FILE", help="the mesh description to render (default: examples/mesh.yaml)")
-    parser.add_argument("-o", "--out", type=Path, metavar="DIR", help="where to render the configs (default: a new temporary directory)")
+    parser.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where to render the configs, kept (default: a temporary directory, removed at the end)",
+    )
     parser.add_argument(
         "--state", type=Path, default=Path("lab-state"), metavar="DIR", help="the lab's state directory (default: ./lab-state)"
     )
-    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards (explore: python -m mesh lab exec h1 -- wg show)")
+    parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards (explore: wgmesh lab exec h1 -- wg show)")
     parser.add_argument("--no-nat", action="store_true", help="give every lab host a public endpoint (no host behind NAT)")
     parser.add_argument(
         "--wait", type=float, default=0.0, metavar="SECONDS", help="when another lab holds this machine, wait this long for it (default: 0)"
@@ -68,18 +76,26 @@ def _example(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     example = _example(args)
-    out: Path = args.out or Path(tempfile.mkdtemp(prefix="wgmesh-demo-"))
+    if args.out is not None:
+        return _demo(args, example, args.out)
+    # The rendered configs and the key file hold private keys and the mesh secret: a directory made here is
+    # removed however the run ends (failed, interrupted or fine); --out DIR keeps the files.
+    out = Path(tempfile.mkdtemp(prefix="wgmesh-demo-"))
+    try:
+        return _demo(args, example, out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"\nremoved {out} (private keys and the mesh secret); --out DIR keeps the rendered files")
+
+
+def _demo(args: argparse.Namespace, example: Path, out: Path) -> int:
     print(f"== 1/2 validate and render {example} into {out}")
     try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)  # the key file goes there too, never beside the example
     except OSError as exc:
         raise UserError(f"{out}: cannot create the output directory ({exc.strerror})") from None
-    try:
-        check.run(argparse.Namespace(file=example, keys=out / "mesh.keys.yaml", public_keys=False, quiet=False))
-        render.run(argparse.Namespace(file=example, out=out, keys=out / "mesh.keys.yaml", peer=None))
-    except BaseException:
-        _forget(out, made=args.out is None)  # e.g. an invalid description: no temporary directory left behind
-        raise
+    check.run(argparse.Namespace(file=example, keys=out / "mesh.keys.yaml", public_keys=False, quiet=False))
+    render.run(argparse.Namespace(file=example, out=out, keys=out / "mesh.keys.yaml", peer=None))
     print()
     if args.skip_lab:
         print("== 2/2 local lab: skipped (--skip-lab)")
@@ -90,12 +106,6 @@ def run(args: argparse.Namespace) -> int:
         print("   (the rendered configs above are all this machine can show; run `sudo ./dev demo` to build the mesh for real)")
         return EXIT_OK
     return _lab_demo(args)
-
-
-def _forget(out: Path, *, made: bool) -> None:
-    """Remove the temporary output directory this run made, when step 1 failed."""
-    if made:
-        shutil.rmtree(out, ignore_errors=True)
 
 
 def _lab_unavailable() -> str | None:
@@ -116,7 +126,7 @@ def _lab_unavailable() -> str | None:
 def _lab_demo(args: argparse.Namespace) -> int:
     # Imported here: the lab and the program harness load pulumi, which the rest of the CLI never needs.
     from lab import Lab, LabError
-    from lab.deploy import STATE_FILE, LabStack, in_lab
+    from lab.deploy import LabStack, in_lab
     from lab.program import PROGRAM
 
     program = PROGRAM if PROGRAM.is_file() else Path("__main__.py")
@@ -161,14 +171,11 @@ def _lab_demo(args: argparse.Namespace) -> int:
             print("FAILED: " + ("a verification failed" if not verified else "the LAN-to-LAN ping got no answer"))
     finally:
         if args.keep:
-            print(
-                "\nthe lab stays up: python -m mesh lab exec h1 -- wg show"
-                f"   |   python -m mesh lab exec h1-lan -- ping {hosts[-1].lan_client}"
-            )
-            print(f"stack file {lab.stack_path}; take it down with: python -m mesh lab down --state {args.state}")
+            wgmesh = invocation()
+            print(f"\nthe lab stays up: {wgmesh} lab exec h1 -- wg show   |   {wgmesh} lab exec h1-lan -- ping {hosts[-1].lan_client}")
+            print(f"stack file {lab.stack_path}; take it down with: {wgmesh} lab down --state {args.state}")
         else:
-            removed = lab.down()
-            (lab.state_dir / STATE_FILE).unlink(missing_ok=True)  # the deploy's state: its hosts are gone
+            removed = lab.down()  # the deploy's state and the stack file go with the hosts
             print(f"\nlab down: removed {', '.join(f'{count} {kind}' for kind, count in removed.items())}")
     return code
 

@@ -1,8 +1,9 @@
-"""``python -m mesh lab up|down|status|exec|reboot``: the local network-namespace lab (root on Linux).
+"""``wgmesh lab up|down|status|exec|reboot``: the local network-namespace lab (root on Linux).
 
 The lab (package :mod:`lab`, not part of the pure core) makes N "cloud servers" out of network namespaces on one
-machine, each with sshd, a LAN behind it and optionally one behind NAT, and writes ``Pulumi.lab.yaml`` so that
-``pulumi up --stack lab`` builds the mesh on them exactly as it would on real servers. This module only parses the
+machine, each with sshd, a LAN behind it and optionally one behind NAT, and writes ``<state>/Pulumi.lab.yaml``, the
+stack config that describes them as external peers (never into the repository root). ``lab down`` removes what
+``up`` made: namespaces, processes, links, mounts, and the files (stack file, key, the deploy's state). This module only parses the
 command line and prints; every failure the user can fix (not root, a tool missing, a lab already up) is a plain
 ``error:`` line and exit code 1.
 """
@@ -13,6 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
+from cli.main import invocation
+from lab.core import HANDSHAKE_TIMEOUT
 from mesh.cli import EXIT_INVALID, EXIT_OK, UserError
 
 EPILOG = (
@@ -29,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="A local 'multi-cloud' on network namespaces: N hosts on a fake internet (198.51.100.0/24), each "
         "with sshd (root login by the lab's ed25519 key only), a LAN 10.201.<i>.0/24 behind it, optionally the last "
         "one behind NAT (its SSH is port-forwarded on the NAT router's public address). `lab up` writes "
-        "Pulumi.lab.yaml describing the hosts as external peers.",
+        "<state>/Pulumi.lab.yaml describing the hosts as external peers.",
         epilog=EPILOG,
     )
     common = argparse.ArgumentParser(add_help=False)
@@ -42,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     actions = parser.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
 
-    up = actions.add_parser("up", parents=[common], help="build the lab and write Pulumi.lab.yaml", epilog=EPILOG)
+    up = actions.add_parser("up", parents=[common], help="build the lab and write <state>/Pulumi.lab.yaml", epilog=EPILOG)
     up.add_argument("--peers", type=int, required=True, metavar="N", help="how many hosts (1-200)")
     up.add_argument(
         "--nat-peer",
@@ -59,14 +62,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="IPv6 beside IPv4: 2001:db8:100::/64 on the internet, fd00:201:<i>::/64 LANs, tunnel network fd00:255::/64",
     )
     up.add_argument(
-        "--stack-file",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="also write the stack file here (e.g. Pulumi.lab.yaml beside Pulumi.yaml); repeatable",
-    )
-    up.add_argument(
         "--wait",
         type=float,
         default=0.0,
@@ -75,7 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     up.set_defaults(func=run_up)
 
-    down = actions.add_parser("down", parents=[common], help="remove every namespace, process, veth and mount the lab made")
+    down = actions.add_parser(
+        "down",
+        parents=[common],
+        help="remove everything `up` made: namespaces, processes, veth, mounts, and its files (stack file, key, deploy state)",
+    )
     down.set_defaults(func=run_down)
 
     status = actions.add_parser("status", parents=[common], help="show the hosts, their SSH and WireGuard interfaces")
@@ -87,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a command in a lab namespace",
         description="Run a command inside a lab namespace: HOST (h1, h2, ...: the host's network and mount namespaces, "
         "as if logged in on it), HOST-lan (the client on its LAN, 10.201.<i>.10), HOST-nat (its NAT router) or inet. "
-        "Without a command, an interactive shell. Example: python -m mesh lab exec h1-lan -- ping -c1 10.201.2.10",
+        "Without a command, an interactive shell. Example: wgmesh lab exec h1-lan -- ping -c1 10.201.2.10",
     )
     exec_.add_argument("target", metavar="HOST", help="h<i>, h<i>-lan, h<i>-nat or inet")
     exec_.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
@@ -99,10 +98,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="power-cycle a host: kill its processes and WireGuard interface, then boot (sshd, wg-quick up)",
     )
     reboot.add_argument("host", metavar="HOST", help="h<i>")
+    reboot.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=HANDSHAKE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"wait up to SECONDS for a handshake with every peer, so that traffic flows again (default {HANDSHAKE_TIMEOUT:g}; 0: no wait)",
+    )
     reboot.set_defaults(func=run_reboot)
 
 
-def _lab(args: argparse.Namespace):  # -> lab.Lab (imported lazily: the other commands never load the lab)
+def _lab(args: argparse.Namespace):  # -> lab.Lab
     from lab import Lab
 
     return Lab(args.state)
@@ -127,7 +133,7 @@ def _user_errors(fn):
 def run_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     started = time.monotonic()
-    hosts = lab.up(args.peers, nat_peer=args.nat_peer, dual_stack=args.dual_stack, stack_files=args.stack_file, wait=args.wait)
+    hosts = lab.up(args.peers, nat_peer=args.nat_peer, dual_stack=args.dual_stack, wait=args.wait)
     print(f"lab up: {len(hosts)} hosts in {time.monotonic() - started:.1f}s (state {lab.state_dir})")
     for host in hosts:
         where = f"endpoint {host.endpoint}" if host.endpoint else f"behind NAT ({host.address}), ssh via {host.ssh_host}:22"
@@ -135,8 +141,9 @@ def run_up(args: argparse.Namespace) -> int:
         if host.dual_stack:
             where6 = f"IPv6 endpoint {host.endpoint6}" if host.endpoint6 else "no IPv6 underlay (behind NAT)"
             print(f"  {'':<5} {'':<24} {where6:<40} LAN {host.lan_subnet6} (client {host.lan_client6})")
-    print(f"stack file: {lab.stack_path}" + "".join(f", {path}" for path in args.stack_file))
-    print(f"ssh key: {lab.key_path}   try: python -m mesh lab exec h1 -- wg show   |   python -m mesh lab down")
+    print(f"stack file: {lab.stack_path}")
+    wgmesh = invocation()
+    print(f"ssh key: {lab.key_path}   try: {wgmesh} lab exec h1 -- wg show   |   {wgmesh} lab down")
     return EXIT_OK
 
 
@@ -150,6 +157,11 @@ def run_down(args: argparse.Namespace) -> int:
     else:
         summary = ", ".join(f"{count} {kind}" for kind, count in removed.items())
         print(f"lab down: removed {summary} in {time.monotonic() - started:.1f}s")
+        if lab.state_dir.exists():
+            left = ", ".join(sorted(path.name for path in lab.state_dir.iterdir())) or "empty"
+            print(f"kept {lab.state_dir}: it was there before `lab up` ({left})")
+        else:
+            print(f"removed {lab.state_dir}")
     return EXIT_OK
 
 
@@ -187,7 +199,23 @@ def run_exec(args: argparse.Namespace) -> int:
 @_user_errors
 def run_reboot(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    result = _lab(args).reboot(args.host)
+    result = _lab(args).reboot(args.host, handshake_timeout=args.handshake_timeout)
     wg = ", ".join(result["wg_up"]) or "no WireGuard config installed"
-    print(f"lab reboot {result['host']}: killed {result['killed']} processes, up again in {time.monotonic() - started:.1f}s ({wg})")
+    handshakes = result["handshakes"]
+    booted = time.monotonic() - started - (handshakes["seconds"] if handshakes else 0)
+    print(f"lab reboot {result['host']}: killed {result['killed']} processes, booted in {booted:.1f}s ({wg})")
+    if not result["wg_up"]:
+        pass
+    elif handshakes is None:
+        print("not waiting for handshakes: traffic through its tunnels fails until each peer has one (about 10 s)")
+    else:
+        if handshakes["missing"]:
+            print(f"no handshake after {handshakes['seconds']:g}s with {', '.join(handshakes['missing'])}: traffic with them fails")
+        else:
+            print(f"handshake with every peer it can reach {handshakes['seconds']:g}s after boot: its tunnels carry traffic again")
+        if handshakes["no_endpoint"]:
+            print(
+                f"{', '.join(handshakes['no_endpoint'])}: no endpoint (behind NAT), so {result['host']} cannot start a handshake, "
+                "and keepalives start none: traffic with it fails until it next sends some (WireGuard retries ~15 s later)"
+            )
     return EXIT_OK

@@ -1,0 +1,101 @@
+"""The layers of the house, as imports: ``mesh/`` (the pure core) imports neither Pulumi nor the lab, and no layer
+imports one above it.
+
+    cli/         the ``wgmesh`` command: may import everything below
+    lab/         test equipment (network namespaces, the engine's stand-in): not cli/
+    components/  the Pulumi layer: mesh/ and hostside/ only, never the lab or the CLI
+    hostside/    the scripts that run on the hosts: the standard library (and mesh/) only
+    mesh/        the pure core: the standard library, PyYAML and cryptography only
+
+Checked twice: statically over every ``import`` in the source (lazy ones inside functions included), and by what
+importing every core module really loads in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+LOCAL = {"mesh", "hostside", "components", "lab", "cli", "policy", "bench", "tests"}
+# Which top-level names each package may import besides the standard library and itself.
+ALLOWED = {
+    "mesh": {"yaml", "cryptography"},
+    "hostside": {"mesh"},
+    "components": {"pulumi", "pulumi_aws", "pulumi_command", "pulumi_random", "mesh", "hostside"},
+    "lab": {"pulumi", "yaml", "mesh", "hostside", "components"},
+    "cli": {"mesh", "lab"},
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every absolute module name ``path`` imports (relative imports stay inside its own package)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def forbidden_imports(package: str) -> list[str]:
+    """``file: module`` for each import of ``package``'s files outside the standard library, itself and ALLOWED."""
+    found = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        for module in sorted(imported_modules(path)):
+            top = module.split(".")[0]
+            if top == package or top == "__future__" or top in ALLOWED[package]:
+                continue
+            if top in LOCAL or top not in sys.stdlib_module_names:
+                found.append(f"{path.relative_to(REPO)}: {module}")
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_no_layer_imports_one_above_it(package: str) -> None:
+    assert forbidden_imports(package) == []
+
+
+def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
+    """The walk finds imports inside functions too (the lab commands used to import the lab lazily from mesh/)."""
+    source = tmp_path / "x.py"
+    source.write_text("import os\n\ndef f():\n    from lab.deploy import LabStack\n    import pulumi\n")
+    assert imported_modules(source) == {"os", "lab.deploy", "pulumi"}
+
+
+def test_importing_the_whole_core_loads_no_pulumi_and_no_lab() -> None:
+    modules = sorted(f"mesh.{path.stem}" for path in (REPO / "mesh").glob("*.py") if path.stem != "__main__")
+    modules += sorted(f"mesh.commands.{path.stem}" for path in (REPO / "mesh" / "commands").glob("*.py"))
+    code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint('\\n'.join(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60, check=True).stdout.split()
+    assert "mesh.cli" in loaded
+    above = sorted(name for name in loaded if name.split(".")[0] in {"pulumi", "lab", "components", "cli", "hostside"})
+    assert above == []
+
+
+def test_python_m_mesh_has_the_offline_commands_and_wgmesh_has_all() -> None:
+    from cli.main import build_parser as wgmesh_parser
+    from mesh.cli import build_parser as core_parser
+
+    def commands(parser) -> set[str]:
+        return set(next(action.choices for action in parser._actions if hasattr(action, "choices") and action.choices))
+
+    assert commands(core_parser()) == {"check", "render", "graph"}
+    assert commands(wgmesh_parser()) == {"check", "render", "graph", "lab", "demo"}
+
+
+@pytest.mark.parametrize("command", ["", "lab", "demo", "check"])
+def test_the_wgmesh_console_script_answers_help(command: str) -> None:
+    """The installed script (pyproject's [project.scripts]) beside this interpreter, as users run it."""
+    script = Path(sys.executable).parent / "wgmesh"
+    if not script.exists():
+        pytest.skip(f"{script} is not installed: run ./dev setup (pip install -e .)")
+    result = subprocess.run([str(script), *([command] if command else []), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: wgmesh") and "Exit codes" in result.stdout
