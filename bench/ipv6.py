@@ -44,17 +44,18 @@ def deploy(stack: LabStack, config: dict[str, Any]) -> None:
         raise RuntimeError(f"verification failed on {', '.join(failed)}: {result.verification}")
 
 
-def compare(lab: Lab, v4: str, v6: str, *, seconds: float, rounds: int) -> dict[str, Any]:
-    """h1 -> h2 to ``v4`` and to ``v6`` (two addresses of h2): median throughput, mean RTT, and v6 / v4 ratios."""
+def compare(lab: Lab, v4: str, v6: str, *, seconds: float, rounds: int, client: str = "h1", server: str = "h2") -> dict[str, Any]:
+    """``client`` -> ``server`` to ``v4`` and to ``v6`` (two addresses of ``server``): median throughput, mean RTT,
+    and v6 / v4 ratios."""
     runs: dict[str, list[float]] = {"v4": [], "v6": []}
     for _ in range(rounds):
         for family, address in (("v4", v4), ("v6", v6)):
-            runs[family].append(iperf3_bps(lab, "h2", "h1", address, seconds))
+            runs[family].append(iperf3_bps(lab, server, client, address, seconds))
     figures: dict[str, Any] = {"address_v4": v4, "address_v6": v6}
     for family, address in (("v4", v4), ("v6", v6)):
         figures[f"{family}_bps"] = statistics.median(runs[family])
         figures[f"{family}_bps_runs"] = runs[family]
-        figures[f"{family}_rtt_ms"] = rtt_ms(lab, "h1", address)
+        figures[f"{family}_rtt_ms"] = rtt_ms(lab, client, address)
     figures["bps_ratio"] = round(figures["v6_bps"] / figures["v4_bps"], 3)
     rtt4, rtt6 = figures["v4_rtt_ms"], figures["v6_rtt_ms"]
     figures["rtt_ratio"] = round(rtt6 / rtt4, 3) if rtt4 and rtt6 else None

@@ -1,4 +1,4 @@
-"""wgmesh for real on the local network-namespace lab (root): connect time, loss on peer add, tunnel cost, relay cost.
+"""wgmesh for real on the local network-namespace lab (root): connect time, loss on peer add, tunnel cost.
 
 For each size N (default 3, 10 and 30 peers) a lab of N+1 hosts is built, then:
 
@@ -9,17 +9,13 @@ For each size N (default 3, 10 and 30 peers) a lab of N+1 hosts is built, then:
 * loss on add: host N+1 joins (a second ``pulumi up``) while ``ping -i 0.05`` runs h1 -> h2 over the tunnel and
   LAN to LAN (h1's LAN client -> h2's). Goal: 0 packets lost.
 
-On the 3-peer lab, also:
+On the 3-peer lab, also tunnel vs. no tunnel: iperf3 TCP throughput and ping RTT h1 -> h2 through WireGuard
+(wireguard-go, as on these hosts) and over the very same underlay without it (h2's public address); the ratio is
+the tunnel's cost. What a relay costs is measured by ``bench/relays.py``: pairs behind NAT relayed by the real
+program, not AllowedIPs moved by hand.
 
-* tunnel vs. no tunnel: iperf3 TCP throughput and ping RTT h1 -> h2 through WireGuard (wireguard-go, as on these
-  hosts) and over the very same underlay without it (h2's public address); the ratio is the tunnel's cost;
-* direct vs. relay: h1 -> h3 direct through the mesh, then with h1's and h3's AllowedIPs changed (``wg set``) so
-  that their traffic goes through h2 (what a hub-and-spoke or relay design does): latency and throughput of both.
-  This is the seed's argument for a full mesh over relaying. Relaying is checked, not assumed: h1's counters for
-  h3 must not move while the relay is measured.
-
-Everything runs on one machine (2 CPUs here): WireGuard, iperf3 and the relay share the same cores, so absolute
-throughput is this machine's; ratios are the point. Traffic stays inside the lab's namespaces.
+Everything runs on one machine (2 CPUs here): WireGuard and iperf3 share the same cores, so absolute throughput is
+this machine's; ratios are the point. Traffic stays inside the lab's namespaces.
 
     sudo .venv/bin/python bench/lab.py [--peers 3 10 30] [--seconds 5] [--json FILE]
 """
@@ -39,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab import Lab, LabError, check_prerequisites
 from lab.core import which
-from lab.deploy import LabStack, Pinger, all_pairs, in_lab, tunnel_pairs, wg_show
+from lab.deploy import LabStack, Pinger, all_pairs, in_lab, tunnel_pairs
 
 GOAL_CONNECT_SECONDS = 60.0
 GOAL_CONNECT_PEERS = 30
@@ -118,54 +114,16 @@ def connect_and_add(peers: int, state_root: Path) -> dict[str, Any]:
     return figures
 
 
-def tunnel_and_relay(lab: Lab, seconds: float) -> dict[str, Any]:
-    """iperf3 and RTT: underlay vs tunnel (h1 -> h2), direct vs relayed through h2 (h1 -> h3)."""
-    h2, h3 = lab.host("h2"), lab.host("h3")
+def tunnel_cost(lab: Lab, seconds: float) -> dict[str, Any]:
+    """iperf3 and RTT h1 -> h2: over the underlay, then through the tunnel."""
+    h2 = lab.host("h2")
     figures: dict[str, Any] = {}
     figures["underlay_rtt_ms"] = rtt_ms(lab, "h1", h2.public_address)
     figures["tunnel_rtt_ms"] = rtt_ms(lab, "h1", h2.tunnel_address)
     figures["underlay_bps"] = iperf3_bps(lab, "h2", "h1", h2.public_address, seconds)
     figures["tunnel_bps"] = iperf3_bps(lab, "h2", "h1", h2.tunnel_address, seconds)
     figures["tunnel_ratio"] = round(figures["tunnel_bps"] / figures["underlay_bps"], 3)
-
-    figures["direct_rtt_ms"] = rtt_ms(lab, "h1", h3.tunnel_address)
-    figures["direct_bps"] = iperf3_bps(lab, "h3", "h1", h3.tunnel_address, seconds)
-
-    # Relay: h1 and h3 forget each other's tunnel address and send it to h2 instead, which forwards wg0 -> wg0.
-    shown = {name: wg_show(lab, name) for name in ("h1", "h2", "h3")}
-    if any(interface is None for interface in shown.values()):
-        raise RuntimeError("wg0 is not up on h1, h2 and h3")
-    keys = {name: interface.public_key for name, interface in shown.items() if interface}
-    for here, far in (("h1", "h3"), ("h3", "h1")):
-        interface = shown[here]
-        assert interface is not None
-        via = interface.peers[keys["h2"]]
-        far_ips = list(interface.peers[keys[far]].allowed_ips)
-        commands = [
-            ["wg", "set", "wg0", "peer", keys[far], "allowed-ips", ""],
-            ["wg", "set", "wg0", "peer", keys["h2"], "allowed-ips", ",".join([*via.allowed_ips, *far_ips])],
-        ]
-        for argv in commands:
-            result = in_lab(lab, here, argv, timeout=10)
-            if result.returncode != 0:
-                raise RuntimeError(f"{here}: {' '.join(argv)}: {result.stderr.strip()}")
-    before = _transfer(lab, "h1", keys["h3"])
-    figures["relay_rtt_ms"] = rtt_ms(lab, "h1", h3.tunnel_address)
-    figures["relay_bps"] = iperf3_bps(lab, "h3", "h1", h3.tunnel_address, seconds)
-    figures["relay_checked"] = _transfer(lab, "h1", keys["h3"]) == before
-    figures["relay_rtt_ratio"] = round(figures["relay_rtt_ms"] / figures["direct_rtt_ms"], 2) if figures["direct_rtt_ms"] else None
-    figures["relay_bps_ratio"] = round(figures["relay_bps"] / figures["direct_bps"], 3)
     return figures
-
-
-def _transfer(lab: Lab, host: str, key: str) -> tuple[int, int]:
-    """(received, sent) bytes of one peer of a host's wg0."""
-    result = in_lab(lab, host, ["wg", "show", "wg0", "transfer"], timeout=10)
-    for line in result.stdout.splitlines():
-        fields = line.split("\t")
-        if fields[0] == key:
-            return int(fields[1]), int(fields[2])
-    return (0, 0)
 
 
 def mbps(bps: float | None) -> str:
@@ -207,7 +165,7 @@ def main() -> int:
                 results["sizes"].append(figures)
                 if peers == min(args.peers) and peers >= 3:
                     if iperf:
-                        results["paths"] = tunnel_and_relay(lab, args.seconds)
+                        results["paths"] = tunnel_cost(lab, args.seconds)
                     else:
                         print("iperf3 or ss missing (apt-get install iperf3 iproute2): throughput figures skipped")
             finally:
@@ -218,13 +176,7 @@ def main() -> int:
         print(f"  without WireGuard (underlay): {mbps(paths['underlay_bps']):>16}   RTT {ms(paths['underlay_rtt_ms'])}")
         print(f"  through the tunnel:           {mbps(paths['tunnel_bps']):>16}   RTT {ms(paths['tunnel_rtt_ms'])}")
         print(f"  tunnel / underlay throughput: {paths['tunnel_ratio']:.3f}")
-        print("h1 -> h3 through the mesh:")
-        print(f"  direct (full mesh):           {mbps(paths['direct_bps']):>16}   RTT {ms(paths['direct_rtt_ms'])}")
-        print(
-            f"  relayed through h2:           {mbps(paths['relay_bps']):>16}   RTT {ms(paths['relay_rtt_ms'])}"
-            f"   ({'checked: no direct traffic' if paths['relay_checked'] else 'NOT checked: direct counters moved'})"
-        )
-        print(f"  relay / direct: throughput {paths['relay_bps_ratio']:.2f}, RTT {paths['relay_rtt_ratio']}")
+        print("(relay figures: bench/relays.py)")
     by_size = {figures["peers"]: figures for figures in results["sizes"]}
     failed = False
     if GOAL_CONNECT_PEERS in by_size:

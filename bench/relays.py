@@ -1,13 +1,16 @@
 """Relays on the local lab (root): what a relayed pair costs, what the relay spends, what replacing it loses.
 
-A lab of five hosts: h1-h3 public, h4 and h5 behind NAT routers of their own. The real program deploys the mesh
-(:class:`lab.deploy.LabStack`), which relays h4 <-> h5 through the public host rendezvous hashing picks. Then:
+A dual-stack lab of five hosts: h1-h3 public, h4 and h5 behind IPv4-only NAT routers of their own. The real program
+deploys the mesh (:class:`lab.deploy.LabStack`), which relays h4 <-> h5 through the public host rendezvous hashing
+picks. Then:
 
 * throughput (iperf3 TCP) and RTT (mean of 40 pings) of a direct public pair (the two public hosts that are not
   the relay), of a NAT host to a public one (h4 -> a non-relay public host: the NAT routers' share), and of
   h4 -> h5 through the relay; the ratios relayed / direct are the point;
 * the relay's CPU during the relayed transfer: CPU time of its wireguard-go over the transfer's wall time (as a
   share of one core, and of all CPU time the machine spent meanwhile), beside the two NAT hosts' wireguard-go;
+* IPv6 vs IPv4 on the relayed pair: h4 -> h5's IPv4 and IPv6 tunnel addresses (IPv6 rides inside the IPv4
+  tunnels: h4 and h5 have no IPv6 outside), alternating, median of ``--rounds`` (``bench/ipv6.py``'s comparison);
 * loss while the relay is replaced: ``ping -i 0.05`` h4 -> h5 (tunnel, and LAN to LAN) while a deploy removes
   the relay (the pair moves to the next-best public host), then while one puts it back (the pair moves back),
   ``--rounds`` times.
@@ -30,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.ipv6 import compare
 from bench.lab import iperf3_bps, mbps, ms, rtt_ms
 from lab import Lab, LabError, check_prerequisites
 from lab.core import which
@@ -133,17 +137,23 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="wgmesh-bench-relays-") as tmp:
         lab = Lab(Path(tmp) / "lab")
-        lab.up(len(HOSTS), nat_peer=len(NAT), wait=300)  # another lab (a test run) may hold the machine: take turns
+        lab.up(len(HOSTS), nat_peer=len(NAT), dual_stack=True, wait=300)  # another lab (a test run) may hold the machine: take turns
         try:
             stack = LabStack(lab, command_timeout=300)
             relay, _ = deploy(stack, list(HOSTS))
             if wg_show(lab, "h4") is None:
                 raise RuntimeError("wg0 is not up on h4")
-            results = {"paths": paths(lab, relay, args.seconds), "replacement": replacement(lab, stack, relay, args.rounds)}
+            results = {"paths": paths(lab, relay, args.seconds)}
+            h5 = lab.host("h5")
+            rounds = max(1, args.rounds)
+            results["families"] = compare(
+                lab, h5.tunnel_address, h5.tunnel_address6, seconds=args.seconds, rounds=rounds, client="h4", server="h5"
+            )
+            results["replacement"] = replacement(lab, stack, relay, args.rounds)
         finally:
             lab.down()
     figures = results["paths"]
-    print(f"5-host lab, h4 and h5 behind NAT routers of their own, relayed through {figures['relay']}")
+    print(f"dual-stack 5-host lab, h4 and h5 behind IPv4-only NAT routers of their own, relayed through {figures['relay']}")
     print(f"iperf3 TCP {args.seconds:g} s each, RTT = mean of 40 pings:")
     rows = (
         (f"direct public pair ({figures['direct_pair']})", "direct"),
@@ -160,6 +170,12 @@ def main() -> int:
         f"relay CPU during the relayed transfer: wireguard-go on {figures['relay']} used {figures['relay_cpu_core_share']:.0%} of a core"
         f" ({figures['relay_cpu_machine_share']:.0%} of all CPU the machine spent, {figures['machine_busy_cores']} cores busy);"
         f" h4 {figures['nat_hosts_cpu_core_share']['h4']:.0%}, h5 {figures['nat_hosts_cpu_core_share']['h5']:.0%}"
+    )
+    families = results["families"]
+    print(f"h4 -> h5 through {figures['relay']}, IPv6 vs IPv4 (iperf3 median of {max(1, args.rounds)}, alternating):")
+    print(
+        f"  IPv4 {mbps(families['v4_bps'])}, IPv6 {mbps(families['v6_bps'])}: IPv6 / IPv4 {families['bps_ratio']:.3f};"
+        f" RTT {ms(families['v4_rtt_ms'])} vs {ms(families['v6_rtt_ms'])} ({families['rtt_ratio']}x)"
     )
     print("loss h4 -> h5 while the relay is replaced (ping every 50 ms during the deploy):")
     for record in results["replacement"]:

@@ -154,7 +154,7 @@ class MeshComponent(pulumi.ComponentResource):
     ) -> command.remote.Command:
         # A peer reached through a relay is checked by its ping and by the handshake with its relay, which carries it.
         relays = mesh.relayed.get(peer_name, {})
-        others = [(other.name, relays.get(other.name, other.name), str(other.addresses[0].ip)) for other in mesh.others(peer_name)]
+        others = [(other.name, relays.get(other.name, other.name), list(map(str, other.addresses))) for other in mesh.others(peer_name)]
         script = pulumi.Output.all(self.public_keys, mesh_digest).apply(
             lambda values: (
                 f"# wgmesh: verify {peer_name}, mesh sha256={values[1]}\n"

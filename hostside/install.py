@@ -355,22 +355,30 @@ if [[ $removed -eq 1 ]]; then echo "wgmesh: $iface removed"; else echo "wgmesh: 
 """
 
 _VERIFY = r"""
-# Until every other peer has a handshake and answers a ping over the tunnel (the ping is also what starts a
-# handshake), or until the deadline. A peer counts once: one good ping records its round trip. Every ping waits
-# at most 1 s, so the whole run ends within about timeout + 1 s per unreachable peer. A peer reached through a
-# relay has the relay's key in keys[] (that handshake carries it) and the relay's name, as JSON, in vias[].
+# Until every other peer has a handshake and answers a ping at each of its tunnel addresses (both families in a
+# dual-stack mesh; the ping is also what starts a handshake), or until the deadline. An address counts once: one
+# good ping records its round trip. Every ping waits at most 1 s, so the whole run ends within about timeout + 1 s
+# per unreachable address. targets[] holds every address, owners[] the index of its peer in names[]. A peer
+# reached through a relay has the relay's key in keys[] (that handshake carries it) and the relay's name, as JSON,
+# in vias[].
 now_us() { if [[ -n ${EPOCHREALTIME:-} ]]; then echo "${EPOCHREALTIME/./}"; else echo $(($(date +%s%N) / 1000)); fi; }
+# IPv6: ping6 where it exists (older iputils and busybox need it; newer iputils link it to ping), else ping -6.
+ping6=(ping -6)
+command -v ping6 >/dev/null && ping6=(ping6)
 started=$(now_us)
 deadline=$((started + timeout * 1000000))
 declare -a handshake=() answered=() rtt=()
-for i in "${!names[@]}"; do handshake[i]=false answered[i]=false rtt[i]=null; done
+for i in "${!names[@]}"; do handshake[i]=false; done
+for j in "${!targets[@]}"; do answered[j]=false rtt[j]=null; done
 while :; do
-  for i in "${!names[@]}"; do
-    [[ ${answered[i]} == true ]] && continue
-    if reply=$(ping -c 1 -W 1 -- "${addresses[i]}" 2>/dev/null); then
-      answered[i]=true
+  for j in "${!targets[@]}"; do
+    [[ ${answered[j]} == true ]] && continue
+    pinger=(ping)
+    [[ ${targets[j]} == *:* ]] && pinger=("${ping6[@]}")
+    if reply=$("${pinger[@]}" -c 1 -W 1 -- "${targets[j]}" 2>/dev/null); then
+      answered[j]=true
       ms=$(sed -n 's/.* time=\([0-9.]*\) ms.*/\1/p' <<<"$reply" | head -n 1)
-      rtt[i]=${ms:-null}
+      rtt[j]=${ms:-null}
     fi
   done
   latest=$(wg show "$iface" latest-handshakes 2>/dev/null || true)
@@ -378,15 +386,24 @@ while :; do
   for i in "${!names[@]}"; do
     stamp=$(awk -v key="${keys[i]}" '$1 == key {print $2}' <<<"$latest")
     [[ -n $stamp && $stamp != 0 ]] && handshake[i]=true
-    [[ ${handshake[i]} == true && ${answered[i]} == true ]] || ok=false
+    [[ ${handshake[i]} == true ]] || ok=false
   done
+  for j in "${!targets[@]}"; do [[ ${answered[j]} == true ]] || ok=false; done
   [[ $ok == true || $(now_us) -ge $deadline ]] && break
   sleep 0.5
 done
+# Per peer: "ping" when every address answered, "rtt_ms" of its first address, then each address on its own.
 json="{\"ok\": $ok, \"peers\": {"
 for i in "${!names[@]}"; do
   [[ $i -eq 0 ]] || json+=", "
-  json+="${names[i]}: {\"handshake\": ${handshake[i]}, \"ping\": ${answered[i]}, \"rtt_ms\": ${rtt[i]}"
+  all=true first=null each=""
+  for j in "${!targets[@]}"; do
+    [[ ${owners[j]} -eq $i ]] || continue
+    [[ ${answered[j]} == true ]] || all=false
+    if [[ -z $each ]]; then first=${rtt[j]}; else each+=", "; fi
+    each+="\"${targets[j]}\": {\"ping\": ${answered[j]}, \"rtt_ms\": ${rtt[j]}}"
+  done
+  json+="${names[i]}: {\"handshake\": ${handshake[i]}, \"ping\": $all, \"rtt_ms\": $first, \"addresses\": {$each}"
   [[ ${vias[i]} == null ]] || json+=", \"via\": ${vias[i]}"
   json+="}"
 done
@@ -517,39 +534,54 @@ def _bash_array(name: str, values: Sequence[str]) -> str:
 
 
 def verify_script(
-    interface: str, peers: Sequence[tuple[str, str, str]], *, timeout_seconds: int = 90, relays: Mapping[str, str] | None = None
+    interface: str,
+    peers: Sequence[tuple[str, str, Sequence[str]]],
+    *,
+    timeout_seconds: int = 90,
+    relays: Mapping[str, str] | None = None,
 ) -> str:
-    """The script that checks this peer reaches every other one through the tunnel, relayed ones included.
+    """The script that checks this peer reaches every tunnel address of every other one, relayed ones included.
 
-    ``peers`` are ``(name, public_key, tunnel_ip)`` of every other peer; ``relays`` maps the names of peers this one
-    reaches through a relay to that relay, and for those ``public_key`` is the relay's (the handshake that carries
-    them). Prints one JSON line
-    ``{"ok": bool, "peers": {name: {"handshake": bool, "ping": bool, "rtt_ms": float|null}}, "seconds": float}``,
-    where a relayed peer's entry also has ``"via": relay``, and exits 0 when every peer has a handshake and
-    answered a ping, 1 otherwise (at the latest after ``timeout_seconds`` plus one second per unreachable peer).
+    ``peers`` are ``(name, public_key, tunnel_ips)`` of every other peer: all its tunnel addresses (one per tunnel
+    network, so both families in a dual-stack mesh), each pinged on its own. ``relays`` maps the names of peers
+    this one reaches through a relay to that relay, and for those ``public_key`` is the relay's (the handshake
+    that carries them). Prints one JSON line::
+
+        {"ok": bool, "seconds": float, "peers": {name: {"handshake": bool, "ping": bool, "rtt_ms": float|null,
+                                                        "addresses": {ip: {"ping": bool, "rtt_ms": float|null}}}}}
+
+    where a peer's ``ping`` is true when every one of its addresses answered and ``rtt_ms`` is its first
+    address's, and a relayed peer's entry also has ``"via": relay``. Exits 0 when every peer has a handshake and
+    every address answered, 1 otherwise (at the latest after ``timeout_seconds`` plus one second per unreachable
+    address).
     """
     _check_interface(interface)
     if timeout_seconds < 0:
         raise ValueError("timeout_seconds must be >= 0")
     relays = relays or {}
-    names, keys, addresses, vias = [], [], [], []
-    for name, key, address in peers:
+    names, keys, vias, targets, owners = [], [], [], [], []
+    for index, (name, key, addresses) in enumerate(peers):
         try:
             if len(base64.b64decode(key, validate=True)) != 32:
                 raise ValueError
         except (binascii.Error, ValueError):
             raise ValueError(f"peer {name!r}: {key!r} is not a WireGuard public key") from None
+        if isinstance(addresses, str) or not addresses:
+            raise ValueError(f"peer {name!r}: give its tunnel addresses as a non-empty list, not {addresses!r}")
         names.append(json.dumps(name))  # already JSON: the script pastes it into its output as is
         keys.append(key)
-        addresses.append(str(ipaddress.ip_address(address.split("/")[0])))
         vias.append(json.dumps(relays[name]) if name in relays else "null")
-    header = "# wgmesh: check every other peer handshakes and answers ping through the tunnel; JSON on stdout.\n"
+        for address in addresses:
+            targets.append(str(ipaddress.ip_address(address.split("/")[0])))  # canonical text: a JSON key as is
+            owners.append(str(index))
+    header = "# wgmesh: check every other peer handshakes and answers ping at each tunnel address; JSON on stdout.\n"
     variables = (
         _assignments(iface=interface, timeout=str(int(timeout_seconds)))
         + _bash_array("names", names)
         + _bash_array("keys", keys)
-        + _bash_array("addresses", addresses)
         + _bash_array("vias", vias)
+        + _bash_array("targets", targets)
+        + _bash_array("owners", owners)
     )
     return header + _PRELUDE + variables + _VERIFY
 

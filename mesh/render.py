@@ -102,7 +102,8 @@ def forwarding_rules(mesh: Mesh, local: Peer) -> tuple[list[str], list[str]]:
     * nat POSTROUTING ``-s <tunnel network> -o <egress> -j MASQUERADE``: the host's own traffic sourced from its
       tunnel address, which never crosses FORWARD.
 
-    The mark and masquerade rules are present for a family only when some remote peer has addresses of it.
+    The mark and masquerade rules are present for a family only when some remote peer has addresses of it. For
+    IPv6, the egress interface keeps accepting router advertisements first (:func:`keep_router_advertisements`).
     """
     families = {address.version for address in local.addresses} | set(mesh.subnet_owners)
     remote = frozenset(
@@ -111,20 +112,43 @@ def forwarding_rules(mesh: Mesh, local: Peer) -> tuple[list[str], list[str]]:
         if any(network.version == family for network in mesh.networks) or mesh.subnet_owners.get(family, frozenset()) - {local.name}
     )
     networks = tuple(_text(network) for network in mesh.networks)
-    up, down = _forwarding_rules(tuple(sorted(families)), remote, networks, local.egress_interface if local.nat else None, mesh.nat_mark)
+    egress = local.egress_interface if local.nat else None
+    up, down = _forwarding_rules(tuple(sorted(families)), remote, networks, egress, local.egress_interface, mesh.nat_mark)
     return list(up), list(down)
+
+
+def keep_router_advertisements(uplink: str) -> str:
+    """PostUp command: the uplink keeps accepting IPv6 router advertisements once forwarding is on.
+
+    ``accept_ra=1`` (the default) means "only while not forwarding": the moment ``net.ipv6.conf.all.forwarding``
+    turns on, Linux drops the default routes learned from router advertisements on every interface with
+    ``accept_ra=1`` (it does not even wait for their lifetime), and ignores the next advertisements; a host whose
+    IPv6 default route comes by SLAAC (many clouds, home networks) loses its IPv6 uplink. So this runs *before*
+    the forwarding sysctl and turns 1 into 2 ("accept even when forwarding"). It changes only a 1: a 0 (the
+    operator configured the interface statically, or refuses advertisements) stays 0, and an absent interface or
+    a host without IPv6 makes it a no-op. Idempotent, so wg-quick restarts and hitless re-syncs may repeat it.
+
+    No PostDown: forwarding stays on when the interface goes down (nothing turns it off), so putting 1 back would
+    bring the problem back; and with forwarding off, 2 behaves exactly like 1. The ``/`` form of the key keeps
+    interface names with dots (VLANs such as ``eth0.100``) intact.
+    """
+    key = f"net/ipv6/conf/{uplink}/accept_ra"
+    return f'[ "$(sysctl -n {key} 2>/dev/null)" != 1 ] || sysctl -q -w {key}=2'
 
 
 @lru_cache(maxsize=1024)
 def _forwarding_rules(
-    families: tuple[int, ...], remote: frozenset[int], networks: tuple[str, ...], egress: str | None, mark: int
+    families: tuple[int, ...], remote: frozenset[int], networks: tuple[str, ...], egress: str | None, uplink: str, mark: int
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """:func:`forwarding_rules` from what they depend on, so peers sharing an egress interface share the text."""
+    """:func:`forwarding_rules` from what they depend on, so peers sharing an egress interface share the text.
+    ``egress`` is where NAT applies (None with ``nat: false``); ``uplink`` is the egress interface in any case."""
     up: list[str] = []
     down: list[str] = []
     bit = f"{mark:#x}/{mark:#x}"
     for family in families:
         binary = "iptables" if family == 4 else "ip6tables"
+        if family == 6:
+            up.append(keep_router_advertisements(uplink))
         up.append(f"sysctl -q -w net.ipv{family}.{'ip_forward' if family == 4 else 'conf.all.forwarding'}=1")
         rules = [("filter", "FORWARD", "-i %i -j ACCEPT"), ("filter", "FORWARD", "-o %i -j ACCEPT")]
         if egress is not None:

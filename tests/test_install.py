@@ -18,7 +18,8 @@ What is proven, each by a check that fails when the feature breaks:
 * broken config (garbage, bad keys, bad Address, bad hook, empty): non-zero exit, a clear redacted message, the old
   file (bytes and mtime) and the running interface (dump and PID) unchanged;
 * uninstall: interface, file and firewall rules gone, wireguard-go exits, a second run succeeds;
-* verify: JSON and exit 0 when every peer handshakes and pings, exit 1 within its timeout when one is down;
+* verify: JSON and exit 0 when every peer handshakes and answers at every tunnel address (both families), exit 1
+  within its timeout when one is down, each address reported on its own;
 * wait_for_boot: instant without cloud-init, waits for it, times out, and leaves stdin for the install after it;
 * the sudo re-exec passes the script and stdin through; every script passes ``bash -n``.
 
@@ -194,7 +195,7 @@ class Lab:
         return run_script(self.namespaces[host], uninstall_script(self.interfaces[host], str(self.conf_dir(host))))
 
     def verify(self, host: str, mesh: Mesh, keys: MeshKeys, timeout_seconds: int) -> Run:
-        peers = [(peer.name, keys.public_key(peer.name), str(peer.addresses[0].ip)) for peer in mesh.others(host)]
+        peers = [(peer.name, keys.public_key(peer.name), [str(address.ip) for address in peer.addresses]) for peer in mesh.others(host)]
         return run_script(self.namespaces[host], verify_script(self.interfaces[host], peers, timeout_seconds=timeout_seconds))
 
     def ns(self, host: str, *command: str, timeout: float = 20, check: bool = True) -> str:
@@ -331,7 +332,7 @@ def install_ok(lab: Lab, host: str, config: str) -> Run:
 
 def test_every_script_is_valid_bash() -> None:
     require_tools("bash")
-    peers = [("b", KEYS.public_key("b"), "10.255.0.2"), ('it\'s "c"', KEYS.public_key("c"), "fd00:255::3")]
+    peers = [("b", KEYS.public_key("b"), ["10.255.0.2"]), ('it\'s "c"', KEYS.public_key("c"), ["10.255.0.3", "fd00:255::3"])]
     scripts = {
         "install": install_script(),
         "install odd dir": install_script("wg.9_=+-", "/srv/wire guard's $dir"),
@@ -350,7 +351,7 @@ def test_every_script_is_valid_bash() -> None:
 
 def test_every_script_passes_shellcheck() -> None:
     require_tools("shellcheck")
-    peers = [("b", KEYS.public_key("b"), "10.255.0.2")]
+    peers = [("b", KEYS.public_key("b"), ["10.255.0.2", "fd00:255::2"])]
     for script in (install_script(), uninstall_script(), verify_script("wg0", peers), wait_for_boot_script(), user_data_script()):
         result = subprocess.run(["shellcheck", "-s", "bash", "-f", "gcc", "-"], input=script, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout
@@ -364,9 +365,13 @@ def test_parameters_are_checked() -> None:
     with pytest.raises(ValueError, match="absolute"):
         install_script("wg0", "relative/dir")
     with pytest.raises(ValueError, match="public key"):
-        verify_script("wg0", [("b", "not-a-key", "10.0.0.2")])
+        verify_script("wg0", [("b", "not-a-key", ["10.0.0.2"])])
     with pytest.raises(ValueError):
-        verify_script("wg0", [("b", KEYS.public_key("b"), "10.0.0.300")])
+        verify_script("wg0", [("b", KEYS.public_key("b"), ["10.0.0.2", "10.0.0.300"])])
+    with pytest.raises(ValueError, match="non-empty list"):
+        verify_script("wg0", [("b", KEYS.public_key("b"), "10.0.0.2")])  # one string would be pinged letter by letter
+    with pytest.raises(ValueError, match="non-empty list"):
+        verify_script("wg0", [("b", KEYS.public_key("b"), [])])
     with pytest.raises(ValueError, match="package"):
         user_data_script(extra_packages=["jq; curl evil"])
 
@@ -580,8 +585,10 @@ def test_verify_reports_every_peer_and_fails_within_its_timeout_when_one_is_down
     report = json.loads(run.stdout)
     assert run.stdout.count("\n") == 1 and report["ok"] is True
     assert set(report["peers"]) == {"b", "c"}
-    for peer in report["peers"].values():
+    for name, peer in report["peers"].items():
         assert peer["handshake"] is True and peer["ping"] is True and isinstance(peer["rtt_ms"], (int, float))
+        assert list(peer["addresses"]) == [f"10.255.0.{HOSTS.index(name) + 1}"]
+        assert peer["addresses"][f"10.255.0.{HOSTS.index(name) + 1}"] == {"ping": True, "rtt_ms": peer["rtt_ms"]}
     assert 0 <= report["seconds"] < 20
 
     assert lab_net.uninstall("c").returncode == 0
@@ -589,9 +596,44 @@ def test_verify_reports_every_peer_and_fails_within_its_timeout_when_one_is_down
     assert run.returncode == 1
     report = json.loads(run.stdout)
     assert report["ok"] is False
-    assert report["peers"]["b"] == {"handshake": True, "ping": True, "rtt_ms": report["peers"]["b"]["rtt_ms"]}
+    rtt = report["peers"]["b"]["rtt_ms"]
+    assert report["peers"]["b"] == {
+        "handshake": True,
+        "ping": True,
+        "rtt_ms": rtt,
+        "addresses": {"10.255.0.2": {"ping": True, "rtt_ms": rtt}},
+    }
     assert report["peers"]["c"]["ping"] is False and report["peers"]["c"]["rtt_ms"] is None
-    assert 3 <= report["seconds"] <= 5.5 and run.seconds < 8, "bounded: timeout + 1 s per unreachable peer"
+    assert 3 <= report["seconds"] <= 5.5 and run.seconds < 8, "bounded: timeout + 1 s per unreachable address"
+
+
+@lab
+def test_verify_pings_every_tunnel_address_of_a_dual_stack_peer_and_reports_each(lab_net: Lab) -> None:
+    """Both families, each address on its own: a peer whose IPv6 tunnel address is gone fails the check, by address."""
+    dual = ["10.255.0.0/24", "fd00:255::/64"]
+    mesh = mesh_of(
+        "a", "b", "c", network=dual, **{host: {"address": [f"10.255.0.{n}", f"fd00:255::{n}"]} for n, host in enumerate(HOSTS, 1)}
+    )
+    for host in HOSTS:
+        install_ok(lab_net, host, render_peer_config(mesh, host, KEYS))
+    run = lab_net.verify("a", mesh, KEYS, timeout_seconds=20)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout)
+    for n, name in enumerate(("b", "c"), 2):
+        peer = report["peers"][name]
+        assert list(peer["addresses"]) == [f"10.255.0.{n}", f"fd00:255::{n}"], "every address, in the peer's order"
+        assert all(entry["ping"] is True and isinstance(entry["rtt_ms"], (int, float)) for entry in peer["addresses"].values())
+        assert peer["ping"] is True and peer["rtt_ms"] == peer["addresses"][f"10.255.0.{n}"]["rtt_ms"]
+
+    # c loses its IPv6 tunnel address: IPv4 still answers, so only a check of every address notices.
+    lab_net.ns("c", "ip", "address", "del", "fd00:255::3/64", "dev", lab_net.interfaces["c"])
+    run = lab_net.verify("a", mesh, KEYS, timeout_seconds=2)
+    assert run.returncode == 1
+    report = json.loads(run.stdout)
+    assert report["ok"] is False and report["peers"]["b"]["ping"] is True
+    c = report["peers"]["c"]
+    assert c["handshake"] is True and c["ping"] is False and c["addresses"]["10.255.0.3"]["ping"] is True
+    assert c["addresses"]["fd00:255::3"] == {"ping": False, "rtt_ms": None}
 
 
 @lab
@@ -664,8 +706,9 @@ def test_the_secret_detector_would_catch_a_key_on_a_command_line(lab_net: Lab) -
 def test_verify_json_survives_odd_names_and_a_missing_interface(lab_net: Lab) -> None:
     """Peer names are JSON-encoded by Python, not by bash; no interface and no route: one round, exit 1, valid JSON."""
     odd = 'it\'s "c" \\ ü'
-    script = verify_script(lab_net.interfaces["a"], [(odd, KEYS.public_key("c"), "10.255.0.99")], timeout_seconds=0)
+    script = verify_script(lab_net.interfaces["a"], [(odd, KEYS.public_key("c"), ["10.255.0.99"])], timeout_seconds=0)
     run = run_script(lab_net.namespaces["a"], script)
     assert run.returncode == 1 and run.seconds < 5
     report = json.loads(run.stdout)
-    assert report["ok"] is False and report["peers"] == {odd: {"handshake": False, "ping": False, "rtt_ms": None}}
+    expected = {"handshake": False, "ping": False, "rtt_ms": None, "addresses": {"10.255.0.99": {"ping": False, "rtt_ms": None}}}
+    assert report["ok"] is False and report["peers"] == {odd: expected}

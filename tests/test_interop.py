@@ -4,10 +4,11 @@
 * ``wg-quick strip`` accepts every rendered file and keeps exactly the WireGuard entries;
 * ``wg setconf`` loads the stripped file into a real interface (wireguard-go in a throwaway network namespace),
   and ``wg show dump`` / ``wg showconf`` report the keys, allowed IPs and endpoints we rendered;
-* the PostUp/PostDown hooks are idempotent: two ups leave each iptables rule once, a down removes them all.
+* the PostUp/PostDown hooks are idempotent: two ups leave each iptables rule once, a down removes them all;
+* PostUp of an IPv6 mesh keeps a default route learned from router advertisements (accept_ra=2 on the uplink).
 
-Network rule: nothing here sends a packet. The namespaces have only ``lo`` (no route to any endpoint) and the
-WireGuard interface is never brought up.
+Network rule: the packets sent here (the masquerade and router-advertisement tests) stay between namespaces the
+test creates, joined by veth pairs; elsewhere the namespaces have only ``lo`` and WireGuard is never brought up.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -364,3 +366,79 @@ def test_masquerade_lets_a_vpc_host_without_a_route_back_answer_the_tunnel(tmp_p
         assert _wgmesh_rules(ns["gw"], "iptables") == [] and _wgmesh_rules(ns["gw"], "ip6tables") == []
         client_probes = {label: probe for label, probe in probes.items() if probe[0] == ns["cl"]}
         assert _ping_all(client_probes, wait=1) == dict.fromkeys(client_probes, False), "PostDown removed the NAT"
+
+
+# Sends one IPv6 router advertisement (no prefix: only a default router with a lifetime) out of an interface, from
+# its link-local address with hop limit 255 as neighbour discovery requires; the kernel fills in the checksum.
+_SEND_RA = """
+import socket, struct, sys
+interface, lifetime = sys.argv[1], int(sys.argv[2])
+sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+sock.sendto(struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, lifetime, 0, 0), ("ff02::1", 0, 0, socket.if_nametoindex(interface)))
+"""
+
+
+def test_postup_keeps_the_ipv6_default_route_learned_from_router_advertisements(three_peers: dict[str, Any]) -> None:
+    """A host whose IPv6 default route comes from router advertisements keeps it when PostUp turns on forwarding.
+
+    Two throwaway namespaces on a veth pair: a "router" sends advertisements, the "host" (zhy of a dual-stack mesh,
+    uplink ens5 with the kernel's default ``accept_ra=1``) learns its default route from them. Control first: the
+    PostUp commands without the accept_ra line drop that route the moment IPv6 forwarding turns on. Then the real
+    PostUp (twice: idempotent): the route stays, ``accept_ra`` is 2, and a later advertisement is still accepted
+    (so the route is renewed before its lifetime ends). An uplink set to ``accept_ra=0`` stays 0.
+    """
+    require_tools("ip6tables", "sysctl", "bash")
+    mesh = load_mesh(variants(three_peers)["dual-stack-nat"])
+    assert mesh.peer("zhy").egress_interface == "ens5"
+    post_up = _hooks(render_peer_config(mesh, "zhy", seeded_keys(mesh.names)), "PostUp", "wg0")
+    without_fix = [command for command in post_up if "accept_ra" not in command]
+    assert len(without_fix) == len(post_up) - 1
+
+    with namespaces("ra-rtr", "ra-host") as ns:
+        router, host = ns["ra-rtr"], ns["ra-host"]
+        run("ip", "link", "add", "rtr0", "netns", router, "type", "veth", "peer", "name", "ens5", "netns", host)
+        run("ip", "netns", "exec", router, "sysctl", "-q", "-w", "net.ipv6.conf.rtr0.accept_dad=0")
+        run("ip", "netns", "exec", host, "sysctl", "-q", "-w", "net.ipv6.conf.ens5.accept_dad=0", "net.ipv6.conf.ens5.accept_ra=1")
+        run("ip", "-n", router, "link", "set", "rtr0", "up")
+        run("ip", "-n", host, "link", "set", "ens5", "up")
+
+        def in_host(*command: str) -> str:
+            return run("ip", "netns", "exec", host, *command)
+
+        def default_route() -> str:
+            return in_host("ip", "-6", "route", "show", "default").strip()
+
+        def advertise(expect_route: bool) -> str:
+            """Send advertisements until the host has (or, when not expected, still lacks) an RA default route."""
+            deadline = time.monotonic() + 5
+            while True:
+                run("ip", "netns", "exec", router, sys.executable, "-c", _SEND_RA, "rtr0", "1800")
+                time.sleep(0.2)
+                route = default_route()
+                if bool(route) == expect_route or time.monotonic() > deadline:
+                    return route
+
+        def run_hooks(commands: list[str]) -> None:
+            for command in commands:
+                in_host("bash", "-c", command)
+
+        assert "proto ra" in advertise(expect_route=True), "the host learns its default route from the router"
+        run_hooks(without_fix)
+        assert default_route() == "", "control: forwarding on with accept_ra=1 drops the RA default route at once"
+        assert advertise(expect_route=False) == "", "control: and the next advertisements are ignored"
+
+        in_host("sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=0")
+        assert "proto ra" in advertise(expect_route=True)
+        run_hooks(post_up)
+        run_hooks(post_up)  # a restart, or the install script's hitless re-run of PostUp
+        assert in_host("sysctl", "-n", "net.ipv6.conf.all.forwarding").strip() == "1"
+        assert in_host("sysctl", "-n", "net.ipv6.conf.ens5.accept_ra").strip() == "2"
+        assert "proto ra" in default_route(), "the default route survived forwarding being turned on"
+        in_host("ip", "-6", "route", "del", "default")  # as if its lifetime ran out
+        assert "proto ra" in advertise(expect_route=True), "advertisements are still accepted while forwarding"
+
+        in_host("sysctl", "-q", "-w", "net.ipv6.conf.ens5.accept_ra=0")
+        run_hooks(post_up)
+        assert in_host("sysctl", "-n", "net.ipv6.conf.ens5.accept_ra").strip() == "0", "a statically configured uplink stays so"

@@ -12,6 +12,7 @@ import pulumi
 import pytest
 
 from hostside.install import install_script, uninstall_script, user_data_script
+from lab import topology
 from mesh.keys import public_key
 from mesh.render import config_digest
 from mesh.wgconf import parse_config
@@ -216,6 +217,23 @@ def test_two_external_peers_behind_nat_are_relayed_and_the_stack_says_by_whom() 
         assert other not in sections
         assert run.exports["peers"][other]["subnets"][0] in sections[relay].get("AllowedIPs")
     assert "vias=(null null null null)" in commands["zhy-verify"]["create"], "a public peer reaches everyone directly"
+
+
+def test_verify_of_a_dual_stack_mesh_pings_every_tunnel_address_of_every_other_peer() -> None:
+    """External hosts with two tunnel networks, two behind NAT (relayed): each verify command lists both addresses
+    of every other peer, relayed ones included, and nothing else."""
+    hosts = topology.plan(4, nat_peer=2, dual_stack=True)
+    config = topology.stack_config(hosts, REPO / "unused-key")["config"]
+    del config["wgmesh:sshPrivateKeyPath"]  # run_program gives a fake key
+    run = run_program(config)
+    assert run.exports["relays"]["pairs"][0]["peers"] == ["h3", "h4"]
+    commands = {resource.name: resource.plain for resource in run.mocks.of_type("command:remote:Command")}
+    for host in hosts:
+        verify = commands[f"{host.name}-verify"]["create"]
+        expected = [address for other in hosts if other != host for address in (other.tunnel_address, other.tunnel_address6)]
+        owners = [str(index) for index in range(len(hosts) - 1) for _family in (4, 6)]
+        assert f"targets=({' '.join(expected)})" in verify.splitlines(), verify
+        assert f"owners=({' '.join(owners)})" in verify.splitlines()
 
 
 class OrderRecordingMocks(RecordingMocks):

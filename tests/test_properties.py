@@ -176,6 +176,11 @@ def test_nat_is_a_fixed_handful_of_rules_present_exactly_where_the_tunnel_can_de
             assert len(masquerades) == (peer.nat and delivered) + (peer.nat and tunnel)
         assert not any(subnet in command for subnet in subnets for command in up + down)
         assert len(down) == sum(" -A " in command for command in up) <= 10
+        # IPv6 forwarding always comes right after the uplink is told to keep accepting router advertisements.
+        accept_ra = [index for index, command in enumerate(up) if "accept_ra" in command]
+        forwarding6 = [index for index, command in enumerate(up) if command == "sysctl -q -w net.ipv6.conf.all.forwarding=1"]
+        assert [index + 1 for index in accept_ra] == forwarding6
+        assert all(f"/conf/{peer.egress_interface}/accept_ra" in up[index] for index in accept_ra)
 
 
 value_text = st.from_regex(r"[A-Za-z0-9+/=%.:,\-_ ]{0,30}[A-Za-z0-9+/=%.:,\-_]", fullmatch=True).map(str.strip).filter(bool)

@@ -254,6 +254,8 @@ def test_graph_draws_a_relayed_pair_dotted_and_labelled_with_its_relay(network: 
 
 def test_verify_script_reports_relayed_peers_and_waits_for_the_relays_handshake() -> None:
     keys = seeded_keys(["r1", "b", "c"])
-    script = verify_script("wg0", [("r1", keys.public_key("r1"), "10.0.0.1"), ("c", keys.public_key("r1"), "10.0.0.3")], relays={"c": "r1"})
+    script = verify_script(
+        "wg0", [("r1", keys.public_key("r1"), ["10.0.0.1"]), ("c", keys.public_key("r1"), ["10.0.0.3"])], relays={"c": "r1"}
+    )
     assert "vias=(null '\"r1\"')" in script
     assert f"keys=({keys.public_key('r1')} {keys.public_key('r1')})" in script

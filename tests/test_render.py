@@ -103,7 +103,30 @@ def test_dual_stack_gets_the_same_three_rules_with_ip6tables(three_peers: dict[s
         "POSTROUTING -s fd00:255::/64 -o ens5 -j MASQUERADE",
     ]
     assert all(" -t mangle " in command for command in v6 if "MARK" in command)
-    assert len(down) == len(up) - 2, "two sysctls have no PostDown"
+    assert len(down) == len(up) - 3, "the sysctls (forwarding x2, accept_ra) have no PostDown"
+
+
+ACCEPT_RA = '[ "$(sysctl -n net/ipv6/conf/{0}/accept_ra 2>/dev/null)" != 1 ] || sysctl -q -w net/ipv6/conf/{0}/accept_ra=2'
+
+
+def test_ipv6_keeps_router_advertisements_on_the_egress_interface_before_forwarding(three_peers: dict[str, Any]) -> None:
+    """accept_ra 1 -> 2 on the uplink, right before IPv6 forwarding turns on (which drops RA routes at once)."""
+    three_peers["network"] = ["10.255.0.0/24", "fd00:255::/64"]
+    up, down = hooks(three_peers, "zhy")
+    index = up.index("sysctl -q -w net.ipv6.conf.all.forwarding=1")
+    assert up[index - 1] == ACCEPT_RA.format("ens5")
+    assert sum("accept_ra" in command for command in up) == 1 and not any("accept_ra" in command for command in down)
+    pub_up, _ = hooks(three_peers, "pub")  # no egress_interface: the default uplink
+    assert ACCEPT_RA.format("eth0") in pub_up
+    three_peers["peers"][0] |= {"nat": False, "egress_interface": "eth0.100"}  # the uplink all the same; a VLAN name
+    nat_off, _ = hooks(three_peers, "zhy")
+    assert nat_off[nat_off.index("sysctl -q -w net.ipv6.conf.all.forwarding=1") - 1] == ACCEPT_RA.format("eth0.100")
+
+
+def test_an_ipv4_mesh_leaves_router_advertisements_alone(three_peers: dict[str, Any]) -> None:
+    mesh = load_mesh(three_peers)
+    for text in render_all(mesh, seeded_keys(mesh.names)).values():
+        assert "accept_ra" not in text and "net.ipv6" not in text
 
 
 def test_family_routed_only_by_remote_subnets_gets_mark_but_no_tunnel_source_rule(three_peers: dict[str, Any]) -> None:
