@@ -8,7 +8,17 @@ An AWS peer is a small router for its VPC: its instance forwards between the VPC
 sends every other peer's subnets (and the tunnel network) to the instance's network interface, and the interface
 has source/dest check off. The interface is a separate resource so that the route table can name it before the
 instance exists: the instance then boots into a subnet that already has its internet route (cloud-init installs
-WireGuard from the Ubuntu archive) and its Elastic IP.
+WireGuard from the Ubuntu archive) and its Elastic IP. Because the interface outlives the instance, the instance
+is deleted before its replacement is created (the interface can be attached to one instance only).
+
+Security groups (see :mod:`mesh.awsplan`): the main group admits SSH from ``admin_cidrs`` and everything from the
+peer's own VPC; WireGuard's port is admitted only from the other peers' addresses, one inline entry per address in
+``wireguard_groups`` groups, so a peer joining or leaving edits those groups in place (no rule is replaced). Their
+entries are given by the mesh once every peer exists (:meth:`WireGuardPeer.admit_wireguard_from`).
+
+Every peer also knows its SSH host key: an external host's from its args, otherwise learned on first contact by a
+``command.local.Command`` running ``ssh-keyscan`` where ``pulumi up`` runs, kept in state, re-learned only when
+the instance is replaced (its id is the command's trigger). The mesh pins it on every SSH connection.
 """
 
 from __future__ import annotations
@@ -19,13 +29,18 @@ from ipaddress import ip_network
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_command as command
 
 from components.keys import key_pair, random_seed
+from mesh.awsplan import AwsQuotas
 from mesh.install import user_data_script
-from mesh.stackconfig import CANONICAL_OWNER, default_ami_filter
+from mesh.sshkeys import host_key_scan_script, parse_ssh_key
+from mesh.stackconfig import CANONICAL_OWNER, CANONICAL_OWNERS, default_ami_filter
 
 SSH_PORT = 22
 ALL_IPV4 = "0.0.0.0/0"
+# How long the first contact waits for sshd: a new instance boots for a minute or two.
+HOST_KEY_SCAN_TIMEOUT = 900
 
 
 @dataclass
@@ -42,7 +57,7 @@ class AwsHostArgs:
     key_name: str | None = None
     ssh_public_key: str | None = None
     ami_id: str | None = None
-    ami_owner: str = CANONICAL_OWNER
+    ami_owner: str | None = None  # None: Canonical's account in the provider's partition (aws, aws-cn)
     ami_name_filter: str | None = None
     root_volume_size: int = 16
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -52,7 +67,9 @@ class AwsHostArgs:
 class ExternalHostArgs:
     """A host wgmesh does not create (another cloud, on-premises): how to reach it and where its packets come from.
 
-    ``source_cidrs`` default to the endpoint's address: AWS peers admit WireGuard only from these.
+    ``source_cidrs`` default to the endpoint's address: AWS peers admit WireGuard only from these. ``ssh_host_key``
+    (``ssh-ed25519 AAAA...``, a ``known_hosts`` line also works) pins the host's key; without it the key is learned
+    on first contact.
     """
 
     ssh_host: str
@@ -60,17 +77,21 @@ class ExternalHostArgs:
     ssh_port: int = SSH_PORT
     ssh_user: str = "root"
     source_cidrs: Sequence[str] = ()
+    ssh_host_key: str | None = None
 
 
 @dataclass
 class WireGuardPeerArgs:
     """A mesh member. ``mesh_routes`` are the CIDRs reached through the mesh from this peer's VPC: the tunnel
-    networks and every other peer's subnets (an AWS peer routes them to its instance and admits ICMP from them)."""
+    networks and every other peer's subnets (an AWS peer routes them to its instance; see :func:`mesh.awsplan.mesh_routes`)."""
 
     host: AwsHostArgs | ExternalHostArgs
     listen_port: int = 51820
     key_version: int = 1
     mesh_routes: Sequence[str] = ()
+    # An AWS peer's WireGuard security groups and the entries each holds (mesh.awsplan plans both).
+    wireguard_groups: int = 1
+    rules_per_group: int = AwsQuotas.inbound_rules_per_security_group
 
 
 class WireGuardPeer(pulumi.ComponentResource):
@@ -85,14 +106,18 @@ class WireGuardPeer(pulumi.ComponentResource):
     ssh_user: str
     wireguard_sources: pulumi.Output[list[str]]
     listen_port: int
+    host_key: pulumi.Output[str]
     provider: aws.Provider | None = None
     security_group: aws.ec2.SecurityGroup | None = None
     instance: aws.ec2.Instance | None = None
 
     def __init__(self, name: str, args: WireGuardPeerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        _check_keys(name, args.host)
         super().__init__("wgmesh:index:WireGuardPeer", name, None, opts)
         self._name = name
         self.listen_port = args.listen_port
+        self._wireguard_ingress: list[tuple[aws.ec2.SecurityGroup, object]] = []
+        self._rules_per_group = args.rules_per_group
         self.private_key, self.public_key = key_pair(random_seed(f"{name}-key", key_version=args.key_version, parent=self))
         outputs: dict[str, object] = {"public_key": self.public_key}
         if isinstance(args.host, AwsHostArgs):
@@ -101,8 +126,27 @@ class WireGuardPeer(pulumi.ComponentResource):
         else:
             self.kind = "external"
             outputs.update(self._build_external(args.host))
-        outputs.update(kind=self.kind, ssh_host=self.ssh_host, endpoint_host=self.endpoint_host)
+        self.host_key = self._learn_host_key(name, args.host)
+        outputs.update(kind=self.kind, ssh_host=self.ssh_host, endpoint_host=self.endpoint_host, host_key=self.host_key)
         self.register_outputs(outputs)
+
+    def _learn_host_key(self, name: str, host: AwsHostArgs | ExternalHostArgs) -> pulumi.Output[str]:
+        """The pinned SSH host key (``type blob``): given, or learned once by ``ssh-keyscan`` (trust on first use).
+
+        The scan's only trigger is the instance's id, so its answer stays in state and a changed key is refused
+        until the host itself is replaced (AWS) or the scan is replaced on purpose (``pulumi up --replace``).
+        """
+        if isinstance(host, ExternalHostArgs) and host.ssh_host_key:
+            return pulumi.Output.from_input(" ".join(parse_ssh_key(host.ssh_host_key)))
+        port = self.ssh_port
+        scan = command.local.Command(
+            f"{name}-host-key",
+            create=self.ssh_host.apply(lambda address: host_key_scan_script(address, port, timeout_seconds=HOST_KEY_SCAN_TIMEOUT)),
+            triggers=[self.instance.id] if self.instance is not None else None,
+            logging=command.local.Logging.STDERR,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.instance] if self.instance is not None else None),
+        )
+        return scan.stdout
 
     def _build_external(self, host: ExternalHostArgs) -> dict[str, object]:
         self.ssh_host = pulumi.Output.from_input(host.ssh_host)
@@ -145,12 +189,13 @@ class WireGuardPeer(pulumi.ComponentResource):
             opts=child,
         )
         self.security_group = group
-        rules = self._rules(name, host, args, group, child)
+        rules = self._rules(name, host, group, child)
+        self.wireguard_groups = [self._wireguard_group(name, index, vpc, tags, child) for index in range(args.wireguard_groups)]
 
         interface = aws.ec2.NetworkInterface(
             f"{name}-eni",
             subnet_id=subnet.id,
-            security_groups=[group.id],
+            security_groups=[group.id, *(wireguard.id for wireguard in self.wireguard_groups)],
             source_dest_check=False,  # it forwards packets for the whole VPC
             description=f"wgmesh peer {name}",
             tags=named("eni"),
@@ -198,9 +243,13 @@ class WireGuardPeer(pulumi.ComponentResource):
             user_data=user_data_script(),
             tags=named("wireguard"),
             # A newer Ubuntu image must not silently replace a running mesh member: upgrade on purpose with
-            # `pulumi up --replace <urn>`.
+            # `pulumi up --replace <urn>`. The interface can be attached to one instance only: delete the old
+            # instance first, or its replacement fails with the interface "in use".
             opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[association, attachment, rules["all-out"]], ignore_changes=["ami"])
+                child,
+                pulumi.ResourceOptions(
+                    depends_on=[association, attachment, rules["all-out"]], ignore_changes=["ami"], delete_before_replace=True
+                ),
             ),
         )
         self.endpoint_host = address.public_ip
@@ -212,18 +261,18 @@ class WireGuardPeer(pulumi.ComponentResource):
         return {"vpc_id": vpc.id, "instance_id": self.instance.id, "public_ip": address.public_ip, "security_group_id": group.id}
 
     def _rules(
-        self, name: str, host: AwsHostArgs, args: WireGuardPeerArgs, group: aws.ec2.SecurityGroup, child: pulumi.ResourceOptions
+        self, name: str, host: AwsHostArgs, group: aws.ec2.SecurityGroup, child: pulumi.ResourceOptions
     ) -> dict[str, aws.ec2.SecurityGroupRule]:
-        """The rules that do not depend on other peers' addresses (WireGuard's rule is added by the mesh).
+        """The main group's rules, none of which depends on other peers (so none changes when one joins or leaves).
 
-        All rules are separate resources, never inline: mixing the two makes the provider fight itself. The
+        Separate rule resources, never inline in this group: mixing the two makes the provider fight itself. The
         provider removes a new group's default egress rule, so the instance waits for ``all-out`` (its user data
-        downloads WireGuard at boot).
+        downloads WireGuard at boot). No ICMP rule: mesh ICMP (the verification's pings, a VPC host pinging a remote
+        subnet) travels inside the tunnel and reaches the instance on ``wg0``, never on this interface; ICMP from the
+        VPC itself is admitted by ``vpc-in``.
         """
-        icmp_sources = sorted({route for route in args.mesh_routes if ip_network(route).version == 4} | {host.vpc_cidr})
         rules = {
             "ssh-in": dict(type="ingress", protocol="tcp", from_port=SSH_PORT, to_port=SSH_PORT, cidr_blocks=list(host.admin_cidrs)),
-            "icmp-in": dict(type="ingress", protocol="icmp", from_port=-1, to_port=-1, cidr_blocks=icmp_sources),
             # Hosts in the VPC send their mesh-bound traffic through this instance.
             "vpc-in": dict(type="ingress", protocol="-1", from_port=0, to_port=0, cidr_blocks=[host.vpc_cidr]),
             "all-out": dict(type="egress", protocol="-1", from_port=0, to_port=0, cidr_blocks=[ALL_IPV4]),
@@ -236,31 +285,62 @@ class WireGuardPeer(pulumi.ComponentResource):
             if rule["cidr_blocks"]
         }
 
-    def admit_wireguard_from(self, sources: pulumi.Input[Sequence[str]]) -> aws.ec2.SecurityGroupRule | None:
-        """Admit this peer's WireGuard UDP port from the other peers' public addresses (one rule, O(1) resources).
+    def _wireguard_group(
+        self, name: str, index: int, vpc: aws.ec2.Vpc, tags: Mapping[str, str], child: pulumi.ResourceOptions
+    ) -> aws.ec2.SecurityGroup:
+        """A group of inline WireGuard entries, one per source address, filled by :meth:`admit_wireguard_from`.
 
-        Called by the mesh once every peer exists: the addresses are other peers' Elastic IPs, which would make a
-        cycle if the security group were built with them.
+        Inline entries on a group are edited in place: an address joining or leaving authorizes or revokes its own
+        entry and touches no other (a ``SecurityGroupRule`` with a CIDR list would be replaced instead).
         """
-        if self.security_group is None:
-            return None
-        return aws.ec2.SecurityGroupRule(
-            f"{self._name}-wireguard-in",
-            type="ingress",
-            protocol="udp",
-            from_port=self.listen_port,
-            to_port=self.listen_port,
-            cidr_blocks=pulumi.Output.from_input(sources).apply(lambda cidrs: sorted(c for c in cidrs if ip_network(c).version == 4)),
-            security_group_id=self.security_group.id,
-            description="wgmesh wireguard-in from mesh peers",
-            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+        ingress, resolve = pulumi.deferred_output()
+        group = aws.ec2.SecurityGroup(
+            f"{name}-wg-{index}",
+            vpc_id=vpc.id,
+            description=f"wgmesh peer {name}: WireGuard from mesh peers ({index + 1})",
+            ingress=ingress,
+            tags={**tags, "Name": f"{name}-wg-{index}"},
+            opts=child,
         )
+        self._wireguard_ingress.append((group, resolve))
+        return group
+
+    def admit_wireguard_from(self, sources: pulumi.Input[Sequence[str]]) -> None:
+        """Admit this peer's WireGuard port from ``sources`` (the other peers' addresses, in mesh order).
+
+        Called once by the mesh when every peer exists (the addresses are other peers' Elastic IPs). They fill the
+        groups in order, ``rules_per_group`` each; IPv6 addresses are left out (the interface has none).
+        """
+        if not self._wireguard_ingress:
+            return
+        capacity, port, groups = self._rules_per_group, self.listen_port, len(self._wireguard_ingress)
+
+        def chunk(cidrs: Sequence[str]) -> list[list[dict[str, object]]]:
+            kept = list(dict.fromkeys(c for c in cidrs if ip_network(c).version == 4))
+            if len(kept) > capacity * groups:
+                raise ValueError(
+                    f"peer {self._name!r}: {len(kept)} WireGuard sources do not fit {groups} group(s) of {capacity}: "
+                    "raise WireGuardPeerArgs.wireguard_groups (mesh.awsplan plans it)"
+                )
+            entries = [
+                {"protocol": "udp", "from_port": port, "to_port": port, "cidr_blocks": [cidr], "description": "wgmesh wireguard"}
+                for cidr in kept
+            ]
+            return [entries[index * capacity : (index + 1) * capacity] for index in range(groups)]
+
+        chunked = pulumi.Output.from_input(sources).apply(chunk)
+        for index, (_, resolve) in enumerate(self._wireguard_ingress):
+            resolve(chunked.apply(lambda groups_, i=index: groups_[i]))  # type: ignore[operator]
 
     def _ubuntu_ami(self, host: AwsHostArgs) -> pulumi.Output[str]:
-        """The newest Ubuntu LTS image of ``host.ami_owner`` in the provider's region (owner differs in AWS China)."""
+        """The newest Ubuntu LTS image of ``host.ami_owner``, by default Canonical's account in the provider's
+        partition (it differs in AWS China): the provider says which partition it is in, not the region's name."""
+        owner: pulumi.Input[str] = host.ami_owner or aws.get_partition_output(
+            opts=pulumi.InvokeOptions(parent=self, provider=host.provider)
+        ).partition.apply(lambda partition: CANONICAL_OWNERS.get(partition, CANONICAL_OWNER))
         image = aws.ec2.get_ami_output(
             most_recent=True,
-            owners=[host.ami_owner],
+            owners=[owner],
             filters=[
                 aws.ec2.GetAmiFilterArgs(name="name", values=[host.ami_name_filter or default_ami_filter(host.instance_type)]),
                 aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"]),
@@ -277,3 +357,13 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _check_keys(name: str, host: AwsHostArgs | ExternalHostArgs) -> None:
+    """Refuse a malformed SSH key before any resource is registered (it would fail half-way through ``pulumi up``)."""
+    given = ("ssh_public_key", host.ssh_public_key) if isinstance(host, AwsHostArgs) else ("ssh_host_key", host.ssh_host_key)
+    if given[1]:
+        try:
+            parse_ssh_key(given[1])
+        except ValueError as exc:
+            raise ValueError(f"peer {name!r}: {given[0]} is not an OpenSSH public key: {exc}") from None
