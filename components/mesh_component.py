@@ -4,7 +4,8 @@ The configs are rendered by the pure ``mesh`` package inside one ``Output.apply`
 key and endpoint is known, and are secrets). Preshared keys derive from one ``RandomBytes`` mesh secret rather
 than N^2 stored ones. Each config goes to its host on the SSH session's stdin (never on a command line) through
 a ``pulumi-command`` ``remote.Command`` whose install script validates, swaps atomically and applies without
-restart when the interface is up. A config change changes that command's stdin, so only the peers whose config
+restart when the interface is up (an update runs the same ``create`` script again: pulumi-command's default when no
+``update`` is given). A config change changes that command's stdin, so only the peers whose config
 changed are touched; the command text carries the config's SHA-256 so that ``pulumi preview`` shows which, and,
 for an AWS peer, the instance's id, so that a replaced instance gets its config again (and nothing else is touched).
 Every SSH connection pins the peer's host key (:attr:`WireGuardPeer.host_key`). Afterwards one verification command
@@ -146,7 +147,6 @@ class MeshComponent(pulumi.ComponentResource):
             f"{peer_name}-install",
             connection=self._connection(peer_name, peer, args),
             create=script,
-            update=script,
             delete=uninstall_script(mesh.interface),
             stdin=pulumi.Output.secret(config),
             logging=command.remote.Logging.STDERR,
@@ -177,7 +177,6 @@ class MeshComponent(pulumi.ComponentResource):
             f"{peer_name}-verify",
             connection=self._connection(peer_name, peer, args),
             create=script,
-            update=script,
             logging=command.remote.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self),
         )

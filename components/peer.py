@@ -11,10 +11,11 @@ instance exists: the instance then boots into a subnet that already has its inte
 WireGuard from the Ubuntu archive) and its Elastic IP. Because the interface outlives the instance, the instance
 is deleted before its replacement is created (the interface can be attached to one instance only).
 
-Security groups (see :mod:`mesh.awsplan`): the main group admits SSH from ``admin_cidrs`` and everything from the
-peer's own VPC; WireGuard's port is admitted only from the other peers' addresses, one inline entry per address in
-``wireguard_groups`` groups, so a peer joining or leaving edits those groups in place (no rule is replaced). Their
-entries are given by the mesh once every peer exists (:meth:`WireGuardPeer.admit_wireguard_from`).
+Security groups (see :mod:`mesh.awsplan`): every rule is an inline entry of one CIDR, so a peer joining or leaving
+authorizes or revokes its own entries in place and no rule is replaced. The main group admits SSH from each
+``admin_cidrs`` entry and everything from the peer's own VPC; WireGuard's port is admitted only from the other peers'
+addresses, in the main group and ``wireguard_groups - 1`` more. The mesh gives those addresses once every peer exists
+(:meth:`WireGuardPeer.admit_wireguard_from`): a peer must be given to a :class:`MeshComponent`.
 
 Every peer also knows its SSH host key: an external host's from its args, otherwise learned on first contact by a
 ``command.local.Command`` running ``ssh-keyscan`` where ``pulumi up`` runs, kept in state, re-learned only when
@@ -26,13 +27,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_network
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
 
 from components.keys import key_pair, random_seed
-from mesh.awsplan import AwsQuotas
+from mesh.awsplan import AwsQuotas, group_sizes
 from mesh.install import user_data_script
 from mesh.sshkeys import host_key_scan_script, parse_ssh_key
 from mesh.stackconfig import CANONICAL_OWNER, CANONICAL_OWNERS, default_ami_filter
@@ -89,7 +91,8 @@ class WireGuardPeerArgs:
     listen_port: int = 51820
     key_version: int = 1
     mesh_routes: Sequence[str] = ()
-    # An AWS peer's WireGuard security groups and the entries each holds (mesh.awsplan plans both).
+    # An AWS peer's security groups holding WireGuard entries, its own included, and the entries each holds
+    # (mesh.awsplan plans both).
     wireguard_groups: int = 1
     rules_per_group: int = AwsQuotas.inbound_rules_per_security_group
 
@@ -116,7 +119,8 @@ class WireGuardPeer(pulumi.ComponentResource):
         super().__init__("wgmesh:index:WireGuardPeer", name, None, opts)
         self._name = name
         self.listen_port = args.listen_port
-        self._wireguard_ingress: list[tuple[aws.ec2.SecurityGroup, object]] = []
+        self._wireguard_ingress: list[Any] = []  # one resolver per group, filled by admit_wireguard_from
+        self._fixed_ingress: list[dict[str, Any]] = []
         self._rules_per_group = args.rules_per_group
         self.private_key, self.public_key = key_pair(random_seed(f"{name}-key", key_version=args.key_version, parent=self))
         outputs: dict[str, object] = {"public_key": self.public_key}
@@ -181,21 +185,13 @@ class WireGuardPeer(pulumi.ComponentResource):
         )
         gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=named("igw"), opts=child)
 
-        group = aws.ec2.SecurityGroup(
-            f"{name}-sg",
-            vpc_id=vpc.id,
-            description=f"wgmesh peer {name}: WireGuard from mesh peers, SSH from admins, forwarding for its VPC",
-            tags=named("sg"),
-            opts=child,
-        )
-        self.security_group = group
-        rules = self._rules(name, host, group, child)
-        self.wireguard_groups = [self._wireguard_group(name, index, vpc, tags, child) for index in range(args.wireguard_groups)]
+        groups = [self._group(name, index, host, vpc, tags, child) for index in range(max(1, args.wireguard_groups))]
+        self.security_group = groups[0]
 
         interface = aws.ec2.NetworkInterface(
             f"{name}-eni",
             subnet_id=subnet.id,
-            security_groups=[group.id, *(wireguard.id for wireguard in self.wireguard_groups)],
+            security_groups=[group.id for group in groups],
             source_dest_check=False,  # it forwards packets for the whole VPC
             description=f"wgmesh peer {name}",
             tags=named("eni"),
@@ -247,9 +243,7 @@ class WireGuardPeer(pulumi.ComponentResource):
             # instance first, or its replacement fails with the interface "in use".
             opts=pulumi.ResourceOptions.merge(
                 child,
-                pulumi.ResourceOptions(
-                    depends_on=[association, attachment, rules["all-out"]], ignore_changes=["ami"], delete_before_replace=True
-                ),
+                pulumi.ResourceOptions(depends_on=[association, attachment], ignore_changes=["ami"], delete_before_replace=True),
             ),
         )
         self.endpoint_host = address.public_ip
@@ -258,43 +252,35 @@ class WireGuardPeer(pulumi.ComponentResource):
         self.ssh_user = host.ssh_user
         self.wireguard_sources = address.public_ip.apply(lambda ip: [f"{ip}/32"])
         self.vpc, self.subnet, self.route_table, self.network_interface, self.elastic_ip = vpc, subnet, table, interface, address
-        return {"vpc_id": vpc.id, "instance_id": self.instance.id, "public_ip": address.public_ip, "security_group_id": group.id}
+        return {"vpc_id": vpc.id, "instance_id": self.instance.id, "public_ip": address.public_ip, "security_group_id": groups[0].id}
 
-    def _rules(
-        self, name: str, host: AwsHostArgs, group: aws.ec2.SecurityGroup, child: pulumi.ResourceOptions
-    ) -> dict[str, aws.ec2.SecurityGroupRule]:
-        """The main group's rules, none of which depends on other peers (so none changes when one joins or leaves).
-
-        Separate rule resources, never inline in this group: mixing the two makes the provider fight itself. The
-        provider removes a new group's default egress rule, so the instance waits for ``all-out`` (its user data
-        downloads WireGuard at boot). No ICMP rule: mesh ICMP (the verification's pings, a VPC host pinging a remote
-        subnet) travels inside the tunnel and reaches the instance on ``wg0``, never on this interface; ICMP from the
-        VPC itself is admitted by ``vpc-in``.
-        """
-        rules = {
-            "ssh-in": dict(type="ingress", protocol="tcp", from_port=SSH_PORT, to_port=SSH_PORT, cidr_blocks=list(host.admin_cidrs)),
-            # Hosts in the VPC send their mesh-bound traffic through this instance.
-            "vpc-in": dict(type="ingress", protocol="-1", from_port=0, to_port=0, cidr_blocks=[host.vpc_cidr]),
-            "all-out": dict(type="egress", protocol="-1", from_port=0, to_port=0, cidr_blocks=[ALL_IPV4]),
-        }
-        return {
-            suffix: aws.ec2.SecurityGroupRule(
-                f"{name}-{suffix}", security_group_id=group.id, description=f"wgmesh {suffix}", **rule, opts=child
-            )
-            for suffix, rule in rules.items()
-            if rule["cidr_blocks"]
-        }
-
-    def _wireguard_group(
-        self, name: str, index: int, vpc: aws.ec2.Vpc, tags: Mapping[str, str], child: pulumi.ResourceOptions
+    def _group(
+        self, name: str, index: int, host: AwsHostArgs, vpc: aws.ec2.Vpc, tags: Mapping[str, str], child: pulumi.ResourceOptions
     ) -> aws.ec2.SecurityGroup:
-        """A group of inline WireGuard entries, one per source address, filled by :meth:`admit_wireguard_from`.
-
-        Inline entries on a group are edited in place: an address joining or leaving authorizes or revokes its own
-        entry and touches no other (a ``SecurityGroupRule`` with a CIDR list would be replaced instead).
+        """Group ``index`` of the peer's interface: the main one (0) with its fixed entries and egress, then more
+        WireGuard entries. Inline entries only, never separate rule resources on the same group (the provider would
+        fight itself). The egress entry is inline too, so the interface, and the instance after it (its user data
+        downloads WireGuard at boot), exist only once the group lets traffic out: the provider strips a new group's
+        default egress rule. No ICMP entry: mesh ICMP (the verification's pings, a VPC host pinging a remote subnet)
+        travels inside the tunnel and reaches the instance on ``wg0``, never on this interface; ICMP from the VPC itself
+        is admitted with the rest of its traffic.
         """
         ingress, resolve = pulumi.deferred_output()
-        group = aws.ec2.SecurityGroup(
+        self._wireguard_ingress.append(resolve)
+        if index == 0:
+            self._fixed_ingress = [_entry("tcp", SSH_PORT, SSH_PORT, cidr, "wgmesh ssh from admins") for cidr in host.admin_cidrs]
+            # Hosts in the VPC send their mesh-bound traffic through this instance.
+            self._fixed_ingress.append(_entry("-1", 0, 0, host.vpc_cidr, "wgmesh everything from its VPC"))
+            return aws.ec2.SecurityGroup(
+                f"{name}-sg",
+                vpc_id=vpc.id,
+                description=f"wgmesh peer {name}: WireGuard from mesh peers, SSH from admins, forwarding for its VPC",
+                ingress=ingress,
+                egress=[_entry("-1", 0, 0, ALL_IPV4, "wgmesh all out")],
+                tags={**tags, "Name": f"{name}-sg"},
+                opts=child,
+            )
+        return aws.ec2.SecurityGroup(
             f"{name}-wg-{index}",
             vpc_id=vpc.id,
             description=f"wgmesh peer {name}: WireGuard from mesh peers ({index + 1})",
@@ -302,8 +288,6 @@ class WireGuardPeer(pulumi.ComponentResource):
             tags={**tags, "Name": f"{name}-wg-{index}"},
             opts=child,
         )
-        self._wireguard_ingress.append((group, resolve))
-        return group
 
     def admit_wireguard_from(self, sources: pulumi.Input[Sequence[str]]) -> None:
         """Admit this peer's WireGuard port from ``sources`` (the other peers' addresses, in mesh order).
@@ -313,24 +297,28 @@ class WireGuardPeer(pulumi.ComponentResource):
         """
         if not self._wireguard_ingress:
             return
-        capacity, port, groups = self._rules_per_group, self.listen_port, len(self._wireguard_ingress)
+        capacity, port, groups, fixed = self._rules_per_group, self.listen_port, len(self._wireguard_ingress), self._fixed_ingress
 
-        def chunk(cidrs: Sequence[str]) -> list[list[dict[str, object]]]:
+        def chunk(cidrs: Sequence[str]) -> list[list[dict[str, Any]]]:
             kept = list(dict.fromkeys(c for c in cidrs if ip_network(c).version == 4))
-            if len(kept) > capacity * groups:
+            sizes = group_sizes(len(kept), capacity, len(fixed))
+            if len(sizes) > groups:
                 raise ValueError(
-                    f"peer {self._name!r}: {len(kept)} WireGuard sources do not fit {groups} group(s) of {capacity}: "
-                    "raise WireGuardPeerArgs.wireguard_groups (mesh.awsplan plans it)"
+                    f"peer {self._name!r}: {len(kept)} WireGuard sources need {len(sizes)} security groups of {capacity} "
+                    f"entries, it has {groups}: raise WireGuardPeerArgs.wireguard_groups (mesh.awsplan plans it)"
                 )
-            entries = [
-                {"protocol": "udp", "from_port": port, "to_port": port, "cidr_blocks": [cidr], "description": "wgmesh wireguard"}
-                for cidr in kept
-            ]
-            return [entries[index * capacity : (index + 1) * capacity] for index in range(groups)]
+            entries = [_entry("udp", port, port, cidr, "wgmesh wireguard from a mesh peer") for cidr in kept]
+            out, start = [list(fixed)], 0
+            for index in range(groups):
+                size = sizes[index] if index < len(sizes) else 0
+                out[-1] += entries[start : start + size]
+                start += size
+                out.append([])
+            return out[:groups]
 
         chunked = pulumi.Output.from_input(sources).apply(chunk)
-        for index, (_, resolve) in enumerate(self._wireguard_ingress):
-            resolve(chunked.apply(lambda groups_, i=index: groups_[i]))  # type: ignore[operator]
+        for index, resolve in enumerate(self._wireguard_ingress):
+            resolve(chunked.apply(lambda groups_, i=index: groups_[i]))
 
     def _ubuntu_ami(self, host: AwsHostArgs) -> pulumi.Output[str]:
         """The newest Ubuntu LTS image of ``host.ami_owner``, by default Canonical's account in the provider's
@@ -367,3 +355,8 @@ def _check_keys(name: str, host: AwsHostArgs | ExternalHostArgs) -> None:
             parse_ssh_key(given[1])
         except ValueError as exc:
             raise ValueError(f"peer {name!r}: {given[0]} is not an OpenSSH public key: {exc}") from None
+
+
+def _entry(protocol: str, from_port: int, to_port: int, cidr: str, description: str) -> dict[str, Any]:
+    """One inline security-group entry for one CIDR (so that it is authorized and revoked on its own)."""
+    return {"protocol": protocol, "from_port": from_port, "to_port": to_port, "cidr_blocks": [cidr], "description": description}

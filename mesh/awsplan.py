@@ -6,10 +6,11 @@ before any resource is registered, not half-way through ``pulumi up``) and then 
 * Routes: a peer's VPC sends the tunnel networks and every other peer's subnets to its instance. ``route_summaries``
   replaces every such route that lies inside a summary by the summary itself, so a mesh whose VPCs are planned from
   one block needs one route for all of them (the VPC's own local route is more specific and still wins).
-* Security groups: WireGuard's port is open only to the other peers' public addresses, one inline rule entry per
-  address, spread in mesh order over as many groups as the per-group rule quota asks for. SSH (``admin_cidrs``),
-  the VPC's own traffic and egress live in the peer's main group. No ICMP rule: mesh ICMP travels inside the
-  tunnel and never reaches the interface as such.
+* Security groups: every rule is an inline entry of one CIDR, so adding or removing an address authorizes or revokes
+  that entry alone. The peer's main group holds SSH from each ``admin_cidrs`` entry, everything from its own VPC,
+  and egress; WireGuard's port is open only to the other peers' public addresses, which fill the rest of the main
+  group and then as many more groups as the per-group quota asks for, in mesh order (an appended peer moves no one).
+  No ICMP rule: mesh ICMP travels inside the tunnel and never reaches the interface as such.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class AwsQuotas:
 QUOTA_FIELDS = tuple(item.name for item in fields(AwsQuotas))
 # Entries of a peer's route table besides the mesh routes: the VPC's local route and the default route.
 FIXED_ROUTES = 2
-# Inbound entries of a peer's main group besides one per admin CIDR: its VPC's own traffic (vpc-in).
+# Inbound entries of a peer's main group besides one per admin CIDR: its VPC's own traffic.
 FIXED_MAIN_INBOUND = 1
 
 
@@ -51,7 +52,8 @@ class Source:
 
 @dataclass(frozen=True)
 class AwsPeerPlan:
-    """One AWS peer's routes (through its instance) and WireGuard sources, one tuple per security group."""
+    """One AWS peer's routes (through its instance) and WireGuard sources, one tuple per security group (the first
+    is the main group, after its ``main_group_inbound`` fixed entries)."""
 
     name: str
     region: str
@@ -65,7 +67,7 @@ class AwsPeerPlan:
 
     @property
     def security_groups(self) -> int:
-        return 1 + len(self.wireguard_groups)
+        return len(self.wireguard_groups)
 
 
 def summarize(routes: Sequence[IPNetwork], summaries: Sequence[IPv4Network]) -> tuple[str, ...]:
@@ -99,10 +101,21 @@ def wireguard_sources(aws_peers: Sequence[str], external_sources: Mapping[str, S
     return sources
 
 
-def chunks(items: Sequence[Source], size: int) -> tuple[tuple[Source, ...], ...]:
-    """``items`` in consecutive groups of at most ``size`` (at least one group, possibly empty)."""
-    count = max(1, math.ceil(len(items) / size))
-    return tuple(tuple(items[index * size : (index + 1) * size]) for index in range(count))
+def group_sizes(count: int, capacity: int, first_taken: int) -> list[int]:
+    """How ``count`` entries spread over groups of ``capacity``, the first of which already holds ``first_taken``."""
+    first = max(0, min(count, capacity - first_taken))
+    rest = count - first
+    return [first] + [min(capacity, rest - index * capacity) for index in range(math.ceil(rest / capacity))]
+
+
+def chunks(items: Sequence[Source], capacity: int, first_taken: int) -> tuple[tuple[Source, ...], ...]:
+    """``items`` in consecutive groups as :func:`group_sizes` spreads them (the first group may hold none)."""
+    out: list[tuple[Source, ...]] = []
+    start = 0
+    for size in group_sizes(len(items), capacity, first_taken):
+        out.append(tuple(items[start : start + size]))
+        start += size
+    return tuple(out)
 
 
 def plan_peers(
@@ -124,7 +137,7 @@ def plan_peers(
             name=peer.name,
             region=regions[peer.name],
             routes=mesh_routes(mesh, peer.name, summaries),
-            wireguard_groups=chunks(sources, quotas.inbound_rules_per_security_group),
+            wireguard_groups=chunks(sources, quotas.inbound_rules_per_security_group, admin_cidrs + FIXED_MAIN_INBOUND),
             main_group_inbound=admin_cidrs + FIXED_MAIN_INBOUND,
         )
     return plans
@@ -185,7 +198,7 @@ def quota_problems(plans: Mapping[str, AwsPeerPlan], quotas: AwsQuotas, *, summa
     )
     worst(
         "security_groups_per_interface",
-        f"security groups on its interface (its own, plus WireGuard sources at {quotas.inbound_rules_per_security_group} per group)",
+        f"security groups on its interface (its WireGuard sources at {quotas.inbound_rules_per_security_group} entries per group)",
         quotas.security_groups_per_interface,
         {n: p.security_groups for n, p in plans.items()},
         "raise 'Inbound or outbound rules per security group' (aws_quotas.inbound_rules_per_security_group) or "

@@ -46,8 +46,7 @@ def test_resource_types_and_counts(zhy: ProgramRun) -> None:
         "aws:ec2/internetGateway:InternetGateway": 1,
         "aws:ec2/routeTable:RouteTable": 1,
         "aws:ec2/routeTableAssociation:RouteTableAssociation": 1,
-        "aws:ec2/securityGroup:SecurityGroup": 2,  # its own, and one for WireGuard from the other peers
-        "aws:ec2/securityGroupRule:SecurityGroupRule": 3,
+        "aws:ec2/securityGroup:SecurityGroup": 1,  # inline entries only: room for 57 more peers before a second
         "aws:ec2/networkInterface:NetworkInterface": 1,
         "aws:ec2/eip:Eip": 1,
         "aws:ec2/eipAssociation:EipAssociation": 1,
@@ -80,48 +79,37 @@ def test_every_aws_resource_uses_its_regions_provider(zhy: ProgramRun) -> None:
     assert all(call.args["owners"] == ["837727238323"] for call in ami_lookups)  # Canonical's account in AWS China
 
 
-def _rules(run: ProgramRun, peer: str) -> dict[str, tuple[str, str, int, int, list[str]]]:
-    return {
-        resource.name.removeprefix(f"{peer}-"): (
-            resource.inputs["type"],
-            resource.inputs["protocol"],
-            resource.inputs["fromPort"],
-            resource.inputs["toPort"],
-            sorted(resource.inputs["cidrBlocks"]),
-        )
-        for resource in run.mocks.of_type("aws:ec2/securityGroupRule:SecurityGroupRule")
-        if resource.name.startswith(f"{peer}-")
-    }
+def _entries(run: ProgramRun, peer: str, direction: str = "ingress") -> list[tuple[str, int, int, list[str]]]:
+    """A peer's inline security-group entries, group after group (its main group first)."""
+    groups = sorted(
+        (r for r in run.mocks.of_type("aws:ec2/securityGroup:SecurityGroup") if r.name.startswith(f"{peer}-")),
+        key=lambda r: (r.name != f"{peer}-sg", r.name),
+    )
+    return [(e["protocol"], e["fromPort"], e["toPort"], e["cidrBlocks"]) for group in groups for e in group.inputs.get(direction, [])]
 
 
 def _wireguard_entries(run: ProgramRun, peer: str) -> list[tuple[str, int, int, list[str]]]:
-    """The WireGuard entries of a peer's WireGuard groups, group after group."""
-    groups = sorted(
-        (r for r in run.mocks.of_type("aws:ec2/securityGroup:SecurityGroup") if r.name.startswith(f"{peer}-wg-")), key=lambda r: r.name
-    )
-    return [(e["protocol"], e["fromPort"], e["toPort"], e["cidrBlocks"]) for group in groups for e in group.inputs.get("ingress", [])]
+    return [entry for entry in _entries(run, peer) if entry[0] == "udp"]
 
 
-def test_security_group_rules_are_exact(zhy: ProgramRun) -> None:
-    assert _rules(zhy, "zhy") == {
-        "ssh-in": ("ingress", "tcp", 22, 22, ["203.0.113.7/32"]),
-        "vpc-in": ("ingress", "-1", 0, 0, ["192.168.10.0/24"]),
-        "all-out": ("egress", "-1", 0, 0, ["0.0.0.0/0"]),
-    }  # no ICMP rule: the mesh's ICMP arrives inside the tunnel, never on the interface
-    # WireGuard only from the other peers' addresses, in mesh order, one entry each.
-    assert _wireguard_entries(zhy, "zhy") == [
+def test_security_group_entries_are_exact(zhy: ProgramRun) -> None:
+    # One CIDR per entry (each authorized and revoked on its own); no ICMP entry: mesh ICMP arrives inside the tunnel.
+    assert _entries(zhy, "zhy") == [
+        ("tcp", 22, 22, ["203.0.113.7/32"]),
+        ("-1", 0, 0, ["192.168.10.0/24"]),
+        # WireGuard only from the other peers' addresses, in mesh order.
         ("udp", 51820, 51820, [f"{fake_public_ip('bjs-eip')}/32"]),
         ("udp", 51820, 51820, ["198.51.100.30/32"]),
     ]
+    assert _entries(zhy, "zhy", "egress") == [("-1", 0, 0, ["0.0.0.0/0"])]
     assert _wireguard_entries(zhy, "bjs") == [
         ("udp", 51820, 51820, [f"{fake_public_ip('zhy-eip')}/32"]),
         ("udp", 51820, 51820, ["198.51.100.30/32"]),
     ]
-    eni = zhy.mocks.named("zhy-eni").inputs
-    assert eni["securityGroups"] == ["zhy-sg-id", "zhy-wg-0-id"]
-    for resource in zhy.mocks.of_type("aws:ec2/securityGroupRule:SecurityGroupRule"):
-        if resource.inputs["type"] == "ingress":
-            assert "0.0.0.0/0" not in resource.inputs["cidrBlocks"], resource.name
+    assert zhy.mocks.named("zhy-eni").inputs["securityGroups"] == ["zhy-sg-id"]
+    assert zhy.mocks.of_type("aws:ec2/securityGroupRule:SecurityGroupRule") == []  # never mixed with inline entries
+    for peer in ("zhy", "bjs"):
+        assert all("0.0.0.0/0" not in entry[3] for entry in _entries(zhy, peer)), peer
 
 
 def test_instance_settings(zhy: ProgramRun) -> None:
@@ -189,7 +177,7 @@ def test_install_commands_carry_the_config_on_stdin_only(zhy: ProgramRun) -> Non
         assert is_secret_value(raw[f"{peer}-install"]["stdin"])
         assert is_secret_value(raw[f"{peer}-install"]["connection"])  # it holds the SSH private key
         assert install["stdin"] == config
-        assert install["create"] == install["update"]
+        assert install.get("update") is None  # an update runs create again (idempotent), pulumi-command's default
         assert f"config sha256={config_digest(config)}" in install["create"]
         assert install_script("wg0") in install["create"]
         assert install["delete"] == uninstall_script("wg0")
@@ -395,21 +383,21 @@ def _four_peers() -> dict[str, Any]:
 
 def test_a_peer_joining_edits_the_others_security_groups_in_place(zhy: ProgramRun) -> None:
     """No rule or group of an existing peer is replaced (no window without it, no duplicate-rule error): the
-    joining peer's address is one more inline entry in each other AWS peer's WireGuard group."""
+    joining peer's address is one more inline entry in each other AWS peer's group, an in-place update."""
     after = run_program(_four_peers())
     before = {r.name: r for r in zhy.mocks.resources if r.typ.startswith("aws:ec2/securityGroup")}
     now = {r.name: r for r in after.mocks.resources if r.typ.startswith("aws:ec2/securityGroup")}
+    assert sorted(before) == ["bjs-sg", "zhy-sg"] and {"bjs-sg", "zhy-sg", "fra-sg"} == set(now)
     for name, resource in before.items():
-        if resource.typ == "aws:ec2/securityGroupRule:SecurityGroupRule":
-            assert now[name].inputs == resource.inputs, f"{name} would be replaced"  # every argument of a rule forces a new one
-        else:
-            for forces_new in ("vpcId", "description", "name", "namePrefix"):
-                assert now[name].inputs.get(forces_new) == resource.inputs.get(forces_new), f"{name}.{forces_new}"
+        assert resource.typ == "aws:ec2/securityGroup:SecurityGroup"  # no separate rule resource (each would be replaced)
+        for forces_new in ("vpcId", "description", "name", "namePrefix"):
+            assert now[name].inputs.get(forces_new) == resource.inputs.get(forces_new), f"{name}.{forces_new}"
+        assert now[name].inputs["egress"] == resource.inputs["egress"]
     fra = [("udp", 51820, 51820, [f"{fake_public_ip('fra-eip')}/32"])]
     for peer in ("zhy", "bjs"):
-        assert _wireguard_entries(after, peer) == _wireguard_entries(zhy, peer) + fra  # appended, nothing moved
+        assert _entries(after, peer) == _entries(zhy, peer) + fra  # appended: every existing entry stays as it was
     # And leaving is the same edit backwards.
-    assert _wireguard_entries(run_program(ZHY), "zhy") == _wireguard_entries(zhy, "zhy")
+    assert _entries(run_program(ZHY), "zhy") == _entries(zhy, "zhy")
 
 
 def test_the_component_takes_the_ami_owner_from_its_providers_partition() -> None:
@@ -460,7 +448,7 @@ def test_100_aws_peers_and_externals_fit_the_default_route_and_group_quotas_with
     assert len(tables) == 100
     assert max(len(t.inputs["routes"]) for t in tables) + 1 <= 50  # + the VPC's local route
     groups = run.mocks.of_type("aws:ec2/securityGroup:SecurityGroup")
-    assert max(len(g.inputs.get("ingress", [])) for g in groups) <= 60
+    assert max(len(g.inputs.get("ingress", [])) for g in groups) <= 60  # every entry one CIDR: one rule each
     assert max(len(e.inputs["securityGroups"]) for e in run.mocks.of_type("aws:ec2/networkInterface:NetworkInterface")) <= 5
     entries = [e[3][0] for e in _wireguard_entries(run, "p0")]
     others = [p for p in config["wgmesh:mesh"]["peers"] if p["name"] != "p0"]
@@ -472,3 +460,21 @@ def test_100_aws_peers_and_externals_fit_the_default_route_and_group_quotas_with
     with pytest.raises(Exception, match=r"wgmesh:mesh\.aws_quotas\.routes_per_table: peer '\w+' \(and 99 other peers\) needs 1\d\d route"):
         run_program(without, mocks=mocks)
     assert mocks.resources == []
+
+
+def test_declared_project_config_has_defaults_and_the_program_runs_with_them() -> None:
+    """A key declared in Pulumi.yaml without a default becomes required for every stack: each declared key has one,
+    the alternatives (sshPrivateKey, sshPrivateKeyPath) stay optional, and the defaults the CLI fills in work."""
+    import yaml
+
+    declared = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["config"]
+    assert set(declared) == {"sshPrivateKeyPath", "verify"}
+    assert all("default" in spec and spec["type"] in ("string", "boolean") for spec in declared.values())
+    assert declared["verify"]["default"] is True
+    defaults = {
+        f"wgmesh:{key}": str(spec["default"]).lower() if spec["type"] == "boolean" else spec["default"] for key, spec in declared.items()
+    }
+    run = run_program({**ZHY, **defaults})  # the secret sshPrivateKey still applies: the empty path does not override it
+    commands = _commands(run)
+    assert "wgmesh-test-key-not-real" in commands["zhy-install"]["connection"]["privateKey"]
+    assert {name for name in commands if name.endswith("-verify")} == {"zhy-verify", "bjs-verify", "pub-verify"}

@@ -178,16 +178,17 @@ def test_six_aws_peers_in_one_region_exceed_the_default_per_region_quotas_at_val
 def test_route_and_group_quotas_at_many_peers_and_route_summaries_keep_tables_small() -> None:
     raised = dict.fromkeys(("vpcs_per_region", "internet_gateways_per_region", "elastic_ips_per_region"), 70)
     found = problems(aws_peers(70, aws_quotas=raised))
-    assert list(found) == ["wgmesh:mesh.aws_quotas.routes_per_table"]  # 69 WireGuard sources fit two groups: 3 of 5
+    assert list(found) == ["wgmesh:mesh.aws_quotas.routes_per_table"]  # 69 WireGuard sources fit two groups of 5
     assert "needs 72 route table entries, the quota is 50" in found["wgmesh:mesh.aws_quotas.routes_per_table"]
     assert "route_summaries" in found["wgmesh:mesh.aws_quotas.routes_per_table"]
     spec = load_stack(aws_peers(70, aws_quotas=raised, route_summaries=["172.16.0.0/12"]))
     plan = spec.aws_plans["a0"]
     assert plan.routes == ("10.255.0.0/24", "172.16.0.0/12")  # one route for every other VPC; its own local route wins
     assert plan.route_entries == 4
-    assert [len(group) for group in plan.wireguard_groups] == [60, 9]  # 69 other peers over two groups of 60
-    assert plan.security_groups == 3
-    tight = AwsQuotas(security_groups_per_interface=2)
+    # 69 other peers: 58 in the main group (after SSH from one admin CIDR and the VPC), 11 in a second one.
+    assert [len(group) for group in plan.wireguard_groups] == [58, 11]
+    assert plan.security_groups == 2
+    tight = AwsQuotas(security_groups_per_interface=1)
     found = problems(
         aws_peers(
             70,
@@ -196,7 +197,7 @@ def test_route_and_group_quotas_at_many_peers_and_route_summaries_keep_tables_sm
         )
     )
     assert list(found) == ["wgmesh:mesh.aws_quotas.security_groups_per_interface"]
-    assert "needs 3 security groups" in found["wgmesh:mesh.aws_quotas.security_groups_per_interface"]
+    assert "needs 2 security groups" in found["wgmesh:mesh.aws_quotas.security_groups_per_interface"]
 
 
 def test_a_summary_may_not_cover_an_external_peers_public_address() -> None:
