@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pulumi.runtime import rpc
 
+from mesh.stackconfig import load_stack
 from tests.program_harness import run_program, synthetic_stack
 
 GOAL_SECONDS_AT_100 = 5.0
@@ -60,6 +61,24 @@ def measure(peers: int, repeat: int) -> tuple[float, float, int, int]:
     return best, best_cpu, count, edges
 
 
+def quota_figures() -> None:
+    """The largest route table and security-group figures at 100 AWS peers (50 per region) and 10 externals, planned
+    by mesh.awsplan with and without route_summaries (without, the mesh is refused: planned with the limit lifted)."""
+    for summaries in (True, False):
+        raw = synthetic_stack(110, external_every=11, regions=("cn-northwest-1", "cn-north-1"), summaries=summaries)
+        raw["wgmesh:mesh"]["aws_quotas"]["routes_per_table"] = 1000
+        plans = load_stack(raw["wgmesh:mesh"]).aws_plans.values()
+        routes = max(plan.route_entries for plan in plans)
+        inbound = max(plan.main_group_inbound * (i == 0) + len(group) for plan in plans for i, group in enumerate(plan.wireguard_groups))
+        groups = max(plan.security_groups for plan in plans)
+        verdict = "fits" if routes <= 50 and inbound <= 60 and groups <= 5 else "refused (routes_per_table)"
+        label = "with route_summaries" if summaries else "without"
+        print(
+            f"100 AWS + 10 external peers, {label:>20}: largest route table {routes:>3} entries (quota 50), "
+            f"largest group {inbound} inbound entries (60), {groups} groups per interface (5): {verdict}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", type=int, nargs="+", default=[10, 40, 100])
@@ -71,6 +90,7 @@ def main() -> None:
         seconds, cpu, count, edges = measure(peers, args.repeat)
         results[peers] = seconds
         print(f"{peers:>6} {count:>10} {edges:>8} {seconds:>19.2f}s {cpu:>7.2f}s {seconds / peers * 1000:>8.1f}ms")
+    quota_figures()
     if 100 in results:
         verdict = "met" if results[100] < GOAL_SECONDS_AT_100 else "NOT met"
         ratio = GOAL_SECONDS_AT_100 / results[100]
