@@ -39,7 +39,19 @@ from typing import Any
 import pytest
 
 from lab import Lab
-from lab.deploy import LabStack, Pinger, UpResult, WgInterface, all_pairs, lan_pairs, ping, tunnel_pairs, wg_show, wireguard_pids
+from lab.deploy import (
+    LabStack,
+    Pinger,
+    UpResult,
+    WgInterface,
+    all_pairs,
+    in_lab,
+    lan_pairs,
+    ping,
+    tunnel_pairs,
+    wg_show,
+    wireguard_pids,
+)
 from lab.executor import LabExecutor, SshResult
 from tests.conftest import require_lab
 
@@ -324,3 +336,29 @@ def test_a_host_showing_a_new_ssh_host_key_is_refused_before_anything_is_sent(la
     assert LabExecutor(stack.state_path).recorded()["h2-host-key"]["stdout"] != learned
     assert all(check["ok"] for check in accepted.verification.values()), accepted.verification
     assert_whole(lab, BASE)
+
+
+def test_mesh_icmp_never_arrives_outside_the_tunnel(lab: Lab, stack: LabStack) -> None:
+    """Why an AWS peer's security group has no ICMP rule for the mesh: a group filters the instance's interface, and
+    ICMP from the tunnel network or another peer's subnets arrives inside the tunnel (on wg0) only. Here h1 drops
+    such ICMP on every other interface, as a group without that rule would; the whole mesh still answers, and the
+    drop rules count no packet."""
+    base(stack)
+    mesh = stack.config(BASE)["wgmesh:mesh"]
+    sources = [mesh["network"], *(subnet for peer in mesh["peers"] if peer["name"] != "h1" for subnet in peer.get("subnets", []))]
+    chain = "wgmesh-no-icmp-rule"
+    setup = [f"iptables -w 5 -N {chain}"]
+    setup += [f"iptables -w 5 -A {chain} ! -i wg0 -p icmp -s {source} -j DROP" for source in sources]
+    setup += [f"iptables -w 5 -I {hook} 1 -j {chain}" for hook in ("INPUT", "FORWARD")]
+    teardown = [f"iptables -w 5 -D {hook} -j {chain}" for hook in ("INPUT", "FORWARD")] + [
+        f"iptables -w 5 -F {chain}",
+        f"iptables -w 5 -X {chain}",
+    ]
+    assert in_lab(lab, "h1", ["sh", "-ec", "; ".join(setup)]).returncode == 0
+    try:
+        assert_whole(lab, BASE)
+        counters = in_lab(lab, "h1", ["iptables", "-w", "5", "-nvxL", chain]).stdout
+        dropped = [int(line.split()[0]) for line in counters.splitlines() if "DROP" in line]
+        assert len(dropped) == len(sources) and sum(dropped) == 0, counters
+    finally:
+        in_lab(lab, "h1", ["sh", "-c", "; ".join(teardown)])
