@@ -88,8 +88,11 @@ class MeshComponent(pulumi.ComponentResource):
 
         # Barrier 2: the rendered configs (a secret), each install reading its own.
         secret = random_seed(f"{name}-psk-secret", key_version=args.mesh_secret_version, parent=self) if args.preshared_keys else None
+        # A Stash keeps its first value as `output`: replaced on every change, it never keeps a rotated-out key.
         rendered = pulumi.Stash(
-            f"{name}-configs", input=pulumi.Output.secret(_render(mesh, peers, secret)), opts=pulumi.ResourceOptions(parent=self)
+            f"{name}-configs",
+            input=pulumi.Output.secret(_render(mesh, peers, secret)),
+            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=["input"]),
         )
         self.configs = pulumi.Output.secret(rendered.input)
         self.config_digests = pulumi.Output.unsecret(self.configs.apply(lambda configs: {n: config_digest(t) for n, t in configs.items()}))

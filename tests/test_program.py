@@ -321,6 +321,15 @@ def test_an_instance_is_deleted_before_its_replacement_is_created() -> None:
     assert not options["zhy-eni"].delete_before_replace  # the interface, route table and address stay
 
 
+def test_the_configs_barrier_never_keeps_an_old_config() -> None:
+    """A Stash keeps the value it was created with as its `output`: the one holding the configs (private keys) is
+    replaced whenever they change, so a rotated-out key does not stay in the state."""
+    with resource_options() as options:
+        run = run_program(ZHY)
+    assert options["wgmesh-configs"].replace_on_changes == ["input"]
+    assert is_secret_value(run.mocks.named("wgmesh-configs").inputs["input"])
+
+
 class ReplacingMocks(RecordingMocks):
     """The cloud after `pulumi up --replace` of some instances: they come back with new ids."""
 
