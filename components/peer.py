@@ -308,13 +308,13 @@ class WireGuardPeer(pulumi.ComponentResource):
                     f"entries, it has {groups}: raise WireGuardPeerArgs.wireguard_groups (mesh.awsplan plans it)"
                 )
             entries = [_entry("udp", port, port, cidr, "wgmesh wireguard from a mesh peer") for cidr in kept]
-            out, start = [list(fixed)], 0
+            out: list[list[dict[str, Any]]] = []
+            start = 0
             for index in range(groups):
-                size = sizes[index] if index < len(sizes) else 0
-                out[-1] += entries[start : start + size]
+                size = sizes[index] if index < len(sizes) else 0  # a group the sources no longer need stays, empty
+                out.append((list(fixed) if index == 0 else []) + entries[start : start + size])
                 start += size
-                out.append([])
-            return out[:groups]
+            return out
 
         chunked = pulumi.Output.from_input(sources).apply(chunk)
         for index, resolve in enumerate(self._wireguard_ingress):
