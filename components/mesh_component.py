@@ -4,9 +4,18 @@ The configs are rendered by the pure ``mesh`` package inside one ``Output.apply`
 key and endpoint is known, and are secrets). Preshared keys derive from one ``RandomBytes`` mesh secret rather
 than N^2 stored ones. Each config goes to its host on the SSH session's stdin (never on a command line) through
 a ``pulumi-command`` ``remote.Command`` whose install script validates, swaps atomically and applies without
-restart when the interface is up. A config change changes that command's stdin, so only the peers whose config
-changed are touched; the command text carries the config's SHA-256 so that ``pulumi preview`` shows which.
-Afterwards one verification command per peer waits for handshakes and pings every other tunnel address.
+restart when the interface is up (an update runs the same ``create`` script again: pulumi-command's default when no
+``update`` is given). A config change changes that command's stdin, so only the peers whose config
+changed are touched; the command text carries the config's SHA-256 so that ``pulumi preview`` shows which, and,
+for an AWS peer, the instance's id, so that a replaced instance gets its config again (and nothing else is touched).
+Every SSH connection pins the peer's host key (:attr:`WireGuardPeer.host_key`). Afterwards one verification command
+per peer waits for handshakes and pings every other tunnel address.
+
+Everything all peers share goes through a ``pulumi.Stash``, a state-only resource, as a barrier: the peers' public
+addresses and keys, the rendered configs (a secret), and the end of every install before any verification. Each
+peer's resources then depend on one barrier instead of on every other peer, so the graph has O(N) dependency edges
+rather than O(N^2) (the SDK walks the graph for every new edge to refuse cycles: edges are what the program's time
+grows with). Stashes are read through their ``input``, the value of this run.
 """
 
 from __future__ import annotations
@@ -66,15 +75,28 @@ class MeshComponent(pulumi.ComponentResource):
         mesh = args.mesh
         peers = {peer.name: args.peers[peer.name] for peer in mesh.peers}
 
-        # One Output over every peer's sources and public keys, then O(1) derived Outputs per peer: keeps the graph
-        # (and the program's run time) linear in the number of peers.
-        all_sources = pulumi.Output.all(**{peer_name: peer.wireguard_sources for peer_name, peer in peers.items()})
+        # Barrier 1: every peer's WireGuard sources and public key, then O(1) edges per peer.
+        facts = pulumi.Stash(
+            f"{name}-peers",
+            input=pulumi.Output.all(
+                sources=pulumi.Output.all(**{peer_name: peer.wireguard_sources for peer_name, peer in peers.items()}),
+                public_keys=pulumi.Output.all(**{peer_name: peer.public_key for peer_name, peer in peers.items()}),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         for peer_name, peer in peers.items():
-            peer.admit_wireguard_from(all_sources.apply(lambda by_peer, me=peer_name: _sources_except(by_peer, me)))
-        self.public_keys = pulumi.Output.all(**{peer_name: peer.public_key for peer_name, peer in peers.items()})
+            peer.admit_wireguard_from(facts.input.apply(lambda known, me=peer_name: _sources_except(mesh, known["sources"], me)))
+        self.public_keys = facts.input.apply(lambda known: dict(known["public_keys"]))
 
+        # Barrier 2: the rendered configs (a secret), each install reading its own.
         secret = random_seed(f"{name}-psk-secret", key_version=args.mesh_secret_version, parent=self) if args.preshared_keys else None
-        self.configs = pulumi.Output.secret(_render(mesh, peers, secret))
+        # A Stash keeps its first value as `output`: replaced on every change, it never keeps a rotated-out key.
+        rendered = pulumi.Stash(
+            f"{name}-configs",
+            input=pulumi.Output.secret(_render(mesh, peers, secret)),
+            opts=pulumi.ResourceOptions(parent=self, replace_on_changes=["input"]),
+        )
+        self.configs = pulumi.Output.secret(rendered.input)
         self.config_digests = pulumi.Output.unsecret(self.configs.apply(lambda configs: {n: config_digest(t) for n, t in configs.items()}))
         mesh_digest = self.config_digests.apply(lambda digests: hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest())
 
@@ -86,8 +108,14 @@ class MeshComponent(pulumi.ComponentResource):
             installs[peer_name] = self._install(name, mesh, peer_name, peer, args, [installs[relay] for relay in relays])
         verifications: dict[str, pulumi.Output[Any]] = {}
         if args.verify:
+            # Barrier 3: every install has finished before any peer verifies the whole mesh.
+            installed = pulumi.Stash(
+                f"{name}-installed",
+                input=pulumi.Output.all(mesh_digest=mesh_digest, public_keys=self.public_keys),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(installs.values())),
+            )
             for peer_name, peer in peers.items():
-                check = self._verify(mesh, peer_name, peer, args, list(installs.values()), mesh_digest)
+                check = self._verify(mesh, peer_name, peer, args, installed.input)
                 verifications[peer_name] = check.stdout.apply(_parse_verification)
         self.installs = installs
         self.verification = pulumi.Output.all(**verifications) if verifications else pulumi.Output.from_input({})
@@ -112,6 +140,8 @@ class MeshComponent(pulumi.ComponentResource):
             port=peer.ssh_port,
             user=peer.ssh_user,
             private_key=pulumi.Output.secret(key) if key is not None else None,
+            # Pinned: pulumi-command then accepts this key only, and refuses any other before sending anything.
+            host_key=peer.host_key,
             # A fresh EC2 instance takes a minute or two before sshd answers.
             dial_error_limit=30,
             per_dial_timeout=15,
@@ -123,14 +153,19 @@ class MeshComponent(pulumi.ComponentResource):
         wait = wait_for_boot_script(timeout_seconds=args.boot_timeout) if peer.kind == "aws" else ""
         body = install_script(mesh.interface)
         config = self.configs.apply(lambda configs: configs[peer_name])
-        script = self.config_digests.apply(
-            lambda digests: f"# wgmesh: install {mesh.interface} on {peer_name}, config sha256={digests[peer_name]}\n{wait}\n{body}"
+        # The instance's id in the script: a replaced instance (same address, same config) is installed again.
+        instance = peer.instance.id if peer.instance is not None else None
+        script = pulumi.Output.all(self.config_digests, instance).apply(
+            lambda values: (
+                f"# wgmesh: install {mesh.interface} on {peer_name}"
+                + (f" (instance {values[1]})" if values[1] else "")
+                + f", config sha256={values[0][peer_name]}\n{wait}\n{body}"
+            )
         )
         return command.remote.Command(
             f"{peer_name}-install",
             connection=self._connection(peer_name, peer, args),
             create=script,
-            update=script,
             delete=uninstall_script(mesh.interface),
             stdin=pulumi.Output.secret(config),
             logging=command.remote.Logging.STDERR,
@@ -144,23 +179,17 @@ class MeshComponent(pulumi.ComponentResource):
         )
 
     def _verify(
-        self,
-        mesh: Mesh,
-        peer_name: str,
-        peer: WireGuardPeer,
-        args: MeshArgs,
-        installs: list[command.remote.Command],
-        mesh_digest: pulumi.Output[str],
+        self, mesh: Mesh, peer_name: str, peer: WireGuardPeer, args: MeshArgs, installed: pulumi.Output[Any]
     ) -> command.remote.Command:
         # A peer reached through a relay is checked by its ping and by the handshake with its relay, which carries it.
         relays = mesh.relayed.get(peer_name, {})
         others = [(other.name, relays.get(other.name, other.name), list(map(str, other.addresses))) for other in mesh.others(peer_name)]
-        script = pulumi.Output.all(self.public_keys, mesh_digest).apply(
+        script = installed.apply(
             lambda values: (
-                f"# wgmesh: verify {peer_name}, mesh sha256={values[1]}\n"
+                f"# wgmesh: verify {peer_name}, mesh sha256={values['mesh_digest']}\n"
                 + verify_script(
                     mesh.interface,
-                    [(other_name, values[0][carrier], address) for other_name, carrier, address in others],
+                    [(other_name, values["public_keys"][carrier], address) for other_name, carrier, address in others],
                     timeout_seconds=args.verify_timeout,
                     relays=relays,
                 )
@@ -170,15 +199,15 @@ class MeshComponent(pulumi.ComponentResource):
             f"{peer_name}-verify",
             connection=self._connection(peer_name, peer, args),
             create=script,
-            update=script,
             logging=command.remote.Logging.STDOUT_AND_STDERR,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=installs),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
 
-def _sources_except(by_peer: Mapping[str, list[str]], name: str) -> list[str]:
-    """Every other peer's WireGuard source addresses, sorted and unique (a security group rule's CIDR list)."""
-    return sorted({cidr for other, cidrs in by_peer.items() if other != name for cidr in cidrs})
+def _sources_except(mesh: Mesh, by_peer: Mapping[str, list[str]], name: str) -> list[str]:
+    """Every other peer's WireGuard source addresses in mesh order, each once: where they sit in the peer's groups
+    stays put when a peer is appended (see :mod:`mesh.awsplan`)."""
+    return list(dict.fromkeys(cidr for other in mesh.others(name) for cidr in by_peer[other.name]))
 
 
 def _check_args(args: MeshArgs) -> None:

@@ -8,7 +8,18 @@ An AWS peer is a small router for its VPC: its instance forwards between the VPC
 sends every other peer's subnets (and the tunnel network) to the instance's network interface, and the interface
 has source/dest check off. The interface is a separate resource so that the route table can name it before the
 instance exists: the instance then boots into a subnet that already has its internet route (cloud-init installs
-WireGuard from the Ubuntu archive) and its Elastic IP.
+WireGuard from the Ubuntu archive) and its Elastic IP. Because the interface outlives the instance, the instance
+is deleted before its replacement is created (the interface can be attached to one instance only).
+
+Security groups (see :mod:`mesh.awsplan`): every rule is an inline entry of one CIDR, so a peer joining or leaving
+authorizes or revokes its own entries in place and no rule is replaced. The main group admits SSH from each
+``admin_cidrs`` entry and everything from the peer's own VPC; WireGuard's port is admitted only from the other peers'
+addresses, in the main group and ``wireguard_groups - 1`` more. The mesh gives those addresses once every peer exists
+(:meth:`WireGuardPeer.admit_wireguard_from`): a peer must be given to a :class:`MeshComponent`.
+
+Every peer also knows its SSH host key: an external host's from its args, otherwise learned on first contact by a
+``command.local.Command`` running ``ssh-keyscan`` where ``pulumi up`` runs, kept in state, re-learned only when
+the instance is replaced (its id is the command's trigger). The mesh pins it on every SSH connection.
 """
 
 from __future__ import annotations
@@ -16,16 +27,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_network
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_command as command
 
 from components.keys import key_pair, random_seed
 from hostside.install import user_data_script
-from mesh.stackconfig import CANONICAL_OWNER, default_ami_filter
+from mesh.awsplan import AwsQuotas, group_sizes
+from mesh.sshkeys import host_key_scan_script, parse_ssh_key
+from mesh.stackconfig import CANONICAL_OWNER, CANONICAL_OWNERS, default_ami_filter
 
 SSH_PORT = 22
 ALL_IPV4 = "0.0.0.0/0"
+# How long the first contact waits for sshd: a new instance boots for a minute or two.
+HOST_KEY_SCAN_TIMEOUT = 900
 
 
 @dataclass
@@ -42,7 +59,7 @@ class AwsHostArgs:
     key_name: str | None = None
     ssh_public_key: str | None = None
     ami_id: str | None = None
-    ami_owner: str = CANONICAL_OWNER
+    ami_owner: str | None = None  # None: Canonical's account in the provider's partition (aws, aws-cn)
     ami_name_filter: str | None = None
     root_volume_size: int = 16
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -52,7 +69,9 @@ class AwsHostArgs:
 class ExternalHostArgs:
     """A host wgmesh does not create (another cloud, on-premises): how to reach it and where its packets come from.
 
-    ``source_cidrs`` default to the endpoint's address: AWS peers admit WireGuard only from these.
+    ``source_cidrs`` default to the endpoint's address: AWS peers admit WireGuard only from these. ``ssh_host_key``
+    (``ssh-ed25519 AAAA...``, a ``known_hosts`` line also works) pins the host's key; without it the key is learned
+    on first contact.
     """
 
     ssh_host: str
@@ -60,17 +79,22 @@ class ExternalHostArgs:
     ssh_port: int = SSH_PORT
     ssh_user: str = "root"
     source_cidrs: Sequence[str] = ()
+    ssh_host_key: str | None = None
 
 
 @dataclass
 class WireGuardPeerArgs:
     """A mesh member. ``mesh_routes`` are the CIDRs reached through the mesh from this peer's VPC: the tunnel
-    networks and every other peer's subnets (an AWS peer routes them to its instance and admits ICMP from them)."""
+    networks and every other peer's subnets (an AWS peer routes them to its instance; see :func:`mesh.awsplan.mesh_routes`)."""
 
     host: AwsHostArgs | ExternalHostArgs
     listen_port: int = 51820
     key_version: int = 1
     mesh_routes: Sequence[str] = ()
+    # An AWS peer's security groups holding WireGuard entries, its own included, and the entries each holds
+    # (mesh.awsplan plans both).
+    wireguard_groups: int = 1
+    rules_per_group: int = AwsQuotas.inbound_rules_per_security_group
 
 
 class WireGuardPeer(pulumi.ComponentResource):
@@ -85,14 +109,19 @@ class WireGuardPeer(pulumi.ComponentResource):
     ssh_user: str
     wireguard_sources: pulumi.Output[list[str]]
     listen_port: int
+    host_key: pulumi.Output[str]
     provider: aws.Provider | None = None
     security_group: aws.ec2.SecurityGroup | None = None
     instance: aws.ec2.Instance | None = None
 
     def __init__(self, name: str, args: WireGuardPeerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        _check_keys(name, args.host)
         super().__init__("wgmesh:index:WireGuardPeer", name, None, opts)
         self._name = name
         self.listen_port = args.listen_port
+        self._wireguard_ingress: list[Any] = []  # one resolver per group, filled by admit_wireguard_from
+        self._fixed_ingress: list[dict[str, Any]] = []
+        self._rules_per_group = args.rules_per_group
         self.private_key, self.public_key = key_pair(random_seed(f"{name}-key", key_version=args.key_version, parent=self))
         outputs: dict[str, object] = {"public_key": self.public_key}
         if isinstance(args.host, AwsHostArgs):
@@ -101,8 +130,27 @@ class WireGuardPeer(pulumi.ComponentResource):
         else:
             self.kind = "external"
             outputs.update(self._build_external(args.host))
-        outputs.update(kind=self.kind, ssh_host=self.ssh_host, endpoint_host=self.endpoint_host)
+        self.host_key = self._learn_host_key(name, args.host)
+        outputs.update(kind=self.kind, ssh_host=self.ssh_host, endpoint_host=self.endpoint_host, host_key=self.host_key)
         self.register_outputs(outputs)
+
+    def _learn_host_key(self, name: str, host: AwsHostArgs | ExternalHostArgs) -> pulumi.Output[str]:
+        """The pinned SSH host key (``type blob``): given, or learned once by ``ssh-keyscan`` (trust on first use).
+
+        The scan's only trigger is the instance's id, so its answer stays in state and a changed key is refused
+        until the host itself is replaced (AWS) or the scan is replaced on purpose (``pulumi up --replace``).
+        """
+        if isinstance(host, ExternalHostArgs) and host.ssh_host_key:
+            return pulumi.Output.from_input(" ".join(parse_ssh_key(host.ssh_host_key)))
+        port = self.ssh_port
+        scan = command.local.Command(
+            f"{name}-host-key",
+            create=self.ssh_host.apply(lambda address: host_key_scan_script(address, port, timeout_seconds=HOST_KEY_SCAN_TIMEOUT)),
+            triggers=[self.instance.id] if self.instance is not None else None,
+            logging=command.local.Logging.STDERR,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.instance] if self.instance is not None else None),
+        )
+        return scan.stdout
 
     def _build_external(self, host: ExternalHostArgs) -> dict[str, object]:
         self.ssh_host = pulumi.Output.from_input(host.ssh_host)
@@ -137,20 +185,13 @@ class WireGuardPeer(pulumi.ComponentResource):
         )
         gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=named("igw"), opts=child)
 
-        group = aws.ec2.SecurityGroup(
-            f"{name}-sg",
-            vpc_id=vpc.id,
-            description=f"wgmesh peer {name}: WireGuard from mesh peers, SSH from admins, forwarding for its VPC",
-            tags=named("sg"),
-            opts=child,
-        )
-        self.security_group = group
-        rules = self._rules(name, host, args, group, child)
+        groups = [self._group(name, index, host, vpc, tags, child) for index in range(max(1, args.wireguard_groups))]
+        self.security_group = groups[0]
 
         interface = aws.ec2.NetworkInterface(
             f"{name}-eni",
             subnet_id=subnet.id,
-            security_groups=[group.id],
+            security_groups=[group.id for group in groups],
             source_dest_check=False,  # it forwards packets for the whole VPC
             description=f"wgmesh peer {name}",
             tags=named("eni"),
@@ -198,9 +239,11 @@ class WireGuardPeer(pulumi.ComponentResource):
             user_data=user_data_script(),
             tags=named("wireguard"),
             # A newer Ubuntu image must not silently replace a running mesh member: upgrade on purpose with
-            # `pulumi up --replace <urn>`.
+            # `pulumi up --replace <urn>`. The interface can be attached to one instance only: delete the old
+            # instance first, or its replacement fails with the interface "in use".
             opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(depends_on=[association, attachment, rules["all-out"]], ignore_changes=["ami"])
+                child,
+                pulumi.ResourceOptions(depends_on=[association, attachment], ignore_changes=["ami"], delete_before_replace=True),
             ),
         )
         self.endpoint_host = address.public_ip
@@ -209,58 +252,83 @@ class WireGuardPeer(pulumi.ComponentResource):
         self.ssh_user = host.ssh_user
         self.wireguard_sources = address.public_ip.apply(lambda ip: [f"{ip}/32"])
         self.vpc, self.subnet, self.route_table, self.network_interface, self.elastic_ip = vpc, subnet, table, interface, address
-        return {"vpc_id": vpc.id, "instance_id": self.instance.id, "public_ip": address.public_ip, "security_group_id": group.id}
+        return {"vpc_id": vpc.id, "instance_id": self.instance.id, "public_ip": address.public_ip, "security_group_id": groups[0].id}
 
-    def _rules(
-        self, name: str, host: AwsHostArgs, args: WireGuardPeerArgs, group: aws.ec2.SecurityGroup, child: pulumi.ResourceOptions
-    ) -> dict[str, aws.ec2.SecurityGroupRule]:
-        """The rules that do not depend on other peers' addresses (WireGuard's rule is added by the mesh).
-
-        All rules are separate resources, never inline: mixing the two makes the provider fight itself. The
-        provider removes a new group's default egress rule, so the instance waits for ``all-out`` (its user data
-        downloads WireGuard at boot).
+    def _group(
+        self, name: str, index: int, host: AwsHostArgs, vpc: aws.ec2.Vpc, tags: Mapping[str, str], child: pulumi.ResourceOptions
+    ) -> aws.ec2.SecurityGroup:
+        """Group ``index`` of the peer's interface: the main one (0) with its fixed entries and egress, then more
+        WireGuard entries. Inline entries only, never separate rule resources on the same group (the provider would
+        fight itself). The egress entry is inline too, so the interface, and the instance after it (its user data
+        downloads WireGuard at boot), exist only once the group lets traffic out: the provider strips a new group's
+        default egress rule. No ICMP entry: mesh ICMP (the verification's pings, a VPC host pinging a remote subnet)
+        travels inside the tunnel and reaches the instance on ``wg0``, never on this interface; ICMP from the VPC itself
+        is admitted with the rest of its traffic.
         """
-        icmp_sources = sorted({route for route in args.mesh_routes if ip_network(route).version == 4} | {host.vpc_cidr})
-        rules = {
-            "ssh-in": dict(type="ingress", protocol="tcp", from_port=SSH_PORT, to_port=SSH_PORT, cidr_blocks=list(host.admin_cidrs)),
-            "icmp-in": dict(type="ingress", protocol="icmp", from_port=-1, to_port=-1, cidr_blocks=icmp_sources),
+        ingress, resolve = pulumi.deferred_output()
+        self._wireguard_ingress.append(resolve)
+        if index == 0:
+            self._fixed_ingress = [_entry("tcp", SSH_PORT, SSH_PORT, cidr, "wgmesh ssh from admins") for cidr in host.admin_cidrs]
             # Hosts in the VPC send their mesh-bound traffic through this instance.
-            "vpc-in": dict(type="ingress", protocol="-1", from_port=0, to_port=0, cidr_blocks=[host.vpc_cidr]),
-            "all-out": dict(type="egress", protocol="-1", from_port=0, to_port=0, cidr_blocks=[ALL_IPV4]),
-        }
-        return {
-            suffix: aws.ec2.SecurityGroupRule(
-                f"{name}-{suffix}", security_group_id=group.id, description=f"wgmesh {suffix}", **rule, opts=child
+            self._fixed_ingress.append(_entry("-1", 0, 0, host.vpc_cidr, "wgmesh everything from its VPC"))
+            return aws.ec2.SecurityGroup(
+                f"{name}-sg",
+                vpc_id=vpc.id,
+                description=f"wgmesh peer {name}: WireGuard from mesh peers, SSH from admins, forwarding for its VPC",
+                ingress=ingress,
+                egress=[_entry("-1", 0, 0, ALL_IPV4, "wgmesh all out")],
+                tags={**tags, "Name": f"{name}-sg"},
+                opts=child,
             )
-            for suffix, rule in rules.items()
-            if rule["cidr_blocks"]
-        }
-
-    def admit_wireguard_from(self, sources: pulumi.Input[Sequence[str]]) -> aws.ec2.SecurityGroupRule | None:
-        """Admit this peer's WireGuard UDP port from the other peers' public addresses (one rule, O(1) resources).
-
-        Called by the mesh once every peer exists: the addresses are other peers' Elastic IPs, which would make a
-        cycle if the security group were built with them.
-        """
-        if self.security_group is None:
-            return None
-        return aws.ec2.SecurityGroupRule(
-            f"{self._name}-wireguard-in",
-            type="ingress",
-            protocol="udp",
-            from_port=self.listen_port,
-            to_port=self.listen_port,
-            cidr_blocks=pulumi.Output.from_input(sources).apply(lambda cidrs: sorted(c for c in cidrs if ip_network(c).version == 4)),
-            security_group_id=self.security_group.id,
-            description="wgmesh wireguard-in from mesh peers",
-            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+        return aws.ec2.SecurityGroup(
+            f"{name}-wg-{index}",
+            vpc_id=vpc.id,
+            description=f"wgmesh peer {name}: WireGuard from mesh peers ({index + 1})",
+            ingress=ingress,
+            tags={**tags, "Name": f"{name}-wg-{index}"},
+            opts=child,
         )
 
+    def admit_wireguard_from(self, sources: pulumi.Input[Sequence[str]]) -> None:
+        """Admit this peer's WireGuard port from ``sources`` (the other peers' addresses, in mesh order).
+
+        Called once by the mesh when every peer exists (the addresses are other peers' Elastic IPs). They fill the
+        groups in order, ``rules_per_group`` each; IPv6 addresses are left out (the interface has none).
+        """
+        if not self._wireguard_ingress:
+            return
+        capacity, port, groups, fixed = self._rules_per_group, self.listen_port, len(self._wireguard_ingress), self._fixed_ingress
+
+        def chunk(cidrs: Sequence[str]) -> list[list[dict[str, Any]]]:
+            kept = list(dict.fromkeys(c for c in cidrs if ip_network(c).version == 4))
+            sizes = group_sizes(len(kept), capacity, len(fixed))
+            if len(sizes) > groups:
+                raise ValueError(
+                    f"peer {self._name!r}: {len(kept)} WireGuard sources need {len(sizes)} security groups of {capacity} "
+                    f"entries, it has {groups}: raise WireGuardPeerArgs.wireguard_groups (mesh.awsplan plans it)"
+                )
+            entries = [_entry("udp", port, port, cidr, "wgmesh wireguard from a mesh peer") for cidr in kept]
+            out: list[list[dict[str, Any]]] = []
+            start = 0
+            for index in range(groups):
+                size = sizes[index] if index < len(sizes) else 0  # a group the sources no longer need stays, empty
+                out.append((list(fixed) if index == 0 else []) + entries[start : start + size])
+                start += size
+            return out
+
+        chunked = pulumi.Output.from_input(sources).apply(chunk)
+        for index, resolve in enumerate(self._wireguard_ingress):
+            resolve(chunked.apply(lambda groups_, i=index: groups_[i]))
+
     def _ubuntu_ami(self, host: AwsHostArgs) -> pulumi.Output[str]:
-        """The newest Ubuntu LTS image of ``host.ami_owner`` in the provider's region (owner differs in AWS China)."""
+        """The newest Ubuntu LTS image of ``host.ami_owner``, by default Canonical's account in the provider's
+        partition (it differs in AWS China): the provider says which partition it is in, not the region's name."""
+        owner: pulumi.Input[str] = host.ami_owner or aws.get_partition_output(
+            opts=pulumi.InvokeOptions(parent=self, provider=host.provider)
+        ).partition.apply(lambda partition: CANONICAL_OWNERS.get(partition, CANONICAL_OWNER))
         image = aws.ec2.get_ami_output(
             most_recent=True,
-            owners=[host.ami_owner],
+            owners=[owner],
             filters=[
                 aws.ec2.GetAmiFilterArgs(name="name", values=[host.ami_name_filter or default_ami_filter(host.instance_type)]),
                 aws.ec2.GetAmiFilterArgs(name="virtualization-type", values=["hvm"]),
@@ -277,3 +345,18 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _check_keys(name: str, host: AwsHostArgs | ExternalHostArgs) -> None:
+    """Refuse a malformed SSH key before any resource is registered (it would fail half-way through ``pulumi up``)."""
+    given = ("ssh_public_key", host.ssh_public_key) if isinstance(host, AwsHostArgs) else ("ssh_host_key", host.ssh_host_key)
+    if given[1]:
+        try:
+            parse_ssh_key(given[1])
+        except ValueError as exc:
+            raise ValueError(f"peer {name!r}: {given[0]} is not an OpenSSH public key: {exc}") from None
+
+
+def _entry(protocol: str, from_port: int, to_port: int, cidr: str, description: str) -> dict[str, Any]:
+    """One inline security-group entry for one CIDR (so that it is authorized and revoked on its own)."""
+    return {"protocol": protocol, "from_port": from_port, "to_port": to_port, "cidr_blocks": [cidr], "description": description}

@@ -14,8 +14,10 @@ import pulumi_aws as aws
 
 from components.mesh_component import MeshArgs, MeshComponent
 from components.peer import AwsHostArgs, ExternalHostArgs, WireGuardPeer, WireGuardPeerArgs
-from mesh.model import Mesh
+from mesh.awsplan import mesh_routes
 from mesh.stackconfig import PeerSpec, StackSpec
+
+__all__ = ["DeployedMesh", "deploy_stack", "mesh_routes"]
 
 
 @dataclass
@@ -27,13 +29,6 @@ class DeployedMesh:
     mesh: MeshComponent
 
 
-def mesh_routes(mesh: Mesh, name: str) -> list[str]:
-    """CIDRs a peer's VPC reaches through the mesh: the tunnel networks and every other peer's subnets."""
-    routes = [str(network) for network in mesh.networks]
-    routes += [str(subnet) for other in mesh.others(name) for subnet in other.subnets]
-    return routes
-
-
 def deploy_stack(
     spec: StackSpec,
     *,
@@ -43,7 +38,9 @@ def deploy_stack(
     verify: bool = True,
 ) -> DeployedMesh:
     """Create every resource of the stack. ``spec`` is already validated, so nothing here can fail half-way on input."""
-    providers = {region: aws.Provider(f"aws-{region}", region=region) for region in spec.regions}
+    # allowed_account_ids: a stack pointed at the wrong account stops at the provider, before anything is created.
+    accounts = list(spec.allowed_account_ids) or None
+    providers = {region: aws.Provider(f"aws-{region}", region=region, allowed_account_ids=accounts) for region in spec.regions}
     peers = {peer.name: WireGuardPeer(peer.name, _peer_args(spec, peer, providers)) for peer in spec.peers}
     mesh = MeshComponent(
         name,
@@ -83,7 +80,14 @@ def _peer_args(spec: StackSpec, peer: PeerSpec, providers: Mapping[str, aws.Prov
             ssh_user=peer.external.ssh_user,
             endpoint_host=member.endpoint.host if member.endpoint is not None else None,
             source_cidrs=[str(cidr) for cidr in peer.external.source_cidrs],
+            ssh_host_key=peer.external.ssh_host_key,
         )
+    plan = spec.aws_plans.get(peer.name)
     return WireGuardPeerArgs(
-        host=host, listen_port=member.listen_port, key_version=peer.key_version, mesh_routes=mesh_routes(spec.mesh, peer.name)
+        host=host,
+        listen_port=member.listen_port,
+        key_version=peer.key_version,
+        mesh_routes=plan.routes if plan is not None else mesh_routes(spec.mesh, peer.name),
+        wireguard_groups=len(plan.wireguard_groups) if plan is not None else 1,
+        rules_per_group=spec.quotas.inbound_rules_per_security_group,
     )

@@ -16,6 +16,11 @@ pulumi-command 1.x does, against the lab's hosts (or any SSH host):
   fails here the way it would fail for real;
 * dial failures (ssh exit 255 with ssh's own error text) are retried ``dialErrorLimit`` times (default 10), each
   connect bounded by ``perDialTimeout`` (default 15 s);
+* ``hostKey`` (an ``authorized_keys``-style ``type blob`` line) pins the server's key as pulumi-command's
+  ``ssh.FixedHostKey`` does: only that key type is offered (``HostKeyAlgorithms``) and any other key ends the
+  connection during the key exchange, before authentication, so nothing (no key, no stdin) reaches that host; like
+  any dial error it is retried, then fails with pulumi-command's ``ssh: handshake failed: ssh: host key mismatch``.
+  Without ``hostKey`` any key is accepted (``ssh.InsecureIgnoreHostKey``);
 * stdout/stderr become the ``stdout``/``stderr`` outputs with one trailing newline trimmed; a non-zero exit fails
   the registration with pulumi-command's message shape (``Process exited with status N: running "...": output``).
 
@@ -32,6 +37,10 @@ Lifecycle, kept in a JSON state file (mode 0600) keyed by resource name between 
 The state keeps a SHA-256 of ``stdin`` (the secret config) rather than the text, and the connection (with the
 private key, as Pulumi's state does) because a dropped resource's delete needs it. One difference from
 pulumi-command: a delete gets no stdin (the program's uninstall scripts read none).
+
+``command:local:Command`` (the program learns host keys with one) runs the same way on this machine, through
+``/bin/sh -c`` (or its ``interpreter``) with ``environment`` added to this process's, as pulumi-command's local
+commands do, with the same lifecycle and state.
 
 Every other resource type is answered by :class:`lab.program.RecordingMocks` (outputs = inputs plus
 plausible cloud values, id ``<name>-id``), so the real ``__main__.py`` runs unchanged with
@@ -63,8 +72,12 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.sync_await import _ensure_event_loop
 
 from lab.program import RecordingMocks, Registered, unwrap_secrets
+from mesh.sshkeys import parse_ssh_key
 
 COMMAND_TYPE = "command:remote:Command"
+LOCAL_COMMAND_TYPE = "command:local:Command"
+COMMAND_TYPES = (COMMAND_TYPE, LOCAL_COMMAND_TYPE)
+HOST_KEY_MISMATCH = "Host key verification failed"
 STATE_VERSION = 1
 SECRET_MODE = 0o600
 DEFAULT_DIAL_ERROR_LIMIT = 10
@@ -73,7 +86,7 @@ MAX_DIAL_ATTEMPTS = 100
 # What ssh itself prints when it cannot get a session (as opposed to the remote command failing with 255).
 DIAL_ERROR = re.compile(
     r"^(ssh: |kex_exchange_identification|Connection (closed|reset|timed out)|banner exchange|.*Permission denied \(|"
-    r"Received disconnect|Bad owner or permissions)",
+    r"Received disconnect|Bad owner or permissions|Host key verification failed)",
     re.MULTILINE,
 )
 log = logging.getLogger("wgmesh.lab_executor")
@@ -176,8 +189,9 @@ def run_ssh(
             options.append(f"IdentityAgent {connection['agentSocketPath']}")
         else:
             raise CommandFailed("connection has no privateKey (and no agentSocketPath)")
+        options += _host_key_options(connection.get("hostKey"), host, port, Path(tmp) / "known_hosts")
         _write_private(Path(tmp) / "config", "\n".join(["Host *", *(f"  {line}" for line in options + _setenv_lines(env or {}))]) + "\n")
-        argv += ["-p", str(port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"]
+        argv += ["-p", str(port), "-o", "BatchMode=yes"]
         argv += [f"{user}@{host}", script]
         started = time.monotonic()
         for attempt in range(1, attempts + 1):
@@ -191,6 +205,37 @@ def run_ssh(
             log.info("ssh %s@%s:%s: dial attempt %d/%d failed: %s", user, host, port, attempt, attempts, result.stderr.strip())
             time.sleep(dial_pause)
         return SshResult(result.returncode, result.stdout, result.stderr, time.monotonic() - started)
+
+
+def _host_key_options(host_key: str | None, host: str, port: int, known_hosts: Path) -> list[str]:
+    """ssh_config lines that accept exactly ``host_key`` (or, without one, any key: pulumi-command's default)."""
+    if not host_key:
+        return ["StrictHostKeyChecking no", "UserKnownHostsFile /dev/null", "GlobalKnownHostsFile /dev/null"]
+    try:
+        kind, blob = parse_ssh_key(host_key)
+    except ValueError as exc:
+        raise CommandFailed(f"failed to parse host key: {exc}") from None
+    pattern = host if port == 22 else f"[{host}]:{port}"
+    _write_private(known_hosts, f"{pattern} {kind} {blob}\n")
+    return [
+        "StrictHostKeyChecking yes",
+        f"UserKnownHostsFile {known_hosts}",
+        "GlobalKnownHostsFile /dev/null",
+        f"HostKeyAlgorithms {kind}",
+        "CheckHostIP no",
+        "UpdateHostKeys no",
+    ]
+
+
+def run_local(script: str, *, interpreter: list[str] | None, env: Mapping[str, str], directory: str | None, timeout: float) -> SshResult:
+    """Run ``script`` on this machine as pulumi-command's ``local.Command`` does (``/bin/sh -c`` by default)."""
+    started = time.monotonic()
+    argv = [*(interpreter or ["/bin/sh", "-c"]), script]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env}, cwd=directory)
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailed(f"local command: no result within {timeout:.0f}s") from exc
+    return SshResult(result.returncode, result.stdout, result.stderr, time.monotonic() - started)
 
 
 class LabExecutor(RecordingMocks):
@@ -241,7 +286,7 @@ class LabExecutor(RecordingMocks):
 
     # -------------------------------------------------------------------------------------------------- mocks
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        if args.typ != COMMAND_TYPE:
+        if args.typ not in COMMAND_TYPES:
             return super().new_resource(args)
         try:
             resource_id, outputs = self._command(args)
@@ -298,10 +343,10 @@ class LabExecutor(RecordingMocks):
                     env |= {"PULUMI_COMMAND_STDOUT": old["stdout"], "PULUMI_COMMAND_STDERR": old["stderr"]}
             stdout = stderr = ""
             if script:
-                result = self._run(name, action, plain["connection"], script, plain.get("stdin"), env, plain.get("logging"))
+                result = self._run(name, action, plain, script, plain.get("stdin"), env, plain.get("logging"))
                 stdout, stderr = _trim(result.stdout), _trim(result.stderr)
         record = {
-            "type": COMMAND_TYPE,
+            "type": args.typ,
             "inputs": comparable,
             "stdout": stdout,
             "stderr": stderr,
@@ -321,14 +366,26 @@ class LabExecutor(RecordingMocks):
         self,
         name: str,
         action: str,
-        connection: Mapping[str, Any],
+        inputs: Mapping[str, Any],
         script: str,
         stdin: str | None,
         env: Mapping[str, str],
         logging_mode: str | None,
     ) -> SshResult:
-        where = f"{connection.get('user') or 'root'}@{connection.get('host')}:{int(connection.get('port') or 22)}"
-        result = run_ssh(connection, script, stdin=stdin, env=env, timeout=self.command_timeout, dial_pause=self.dial_pause)
+        connection = inputs.get("connection")
+        if connection is None:  # a local command
+            where = "this machine"
+            result = run_local(
+                script, interpreter=inputs.get("interpreter"), env=env, directory=inputs.get("dir"), timeout=self.command_timeout
+            )
+        else:
+            where = f"{connection.get('user') or 'root'}@{connection.get('host')}:{int(connection.get('port') or 22)}"
+            result = run_ssh(connection, script, stdin=stdin, env=env, timeout=self.command_timeout, dial_pause=self.dial_pause)
+            if result.exit_code == 255 and not result.stdout and HOST_KEY_MISMATCH in result.stderr:
+                raise CommandFailed(
+                    f"{name}: {action} on {where}: Dial: ssh: handshake failed: ssh: host key mismatch "
+                    f"(the host did not show the pinned {connection['hostKey'].split()[0]} key; nothing was sent to it)"
+                )
         mode = logging_mode or "stdoutAndStderr"
         log.info("%s: %s on %s: exit %d in %.2fs", name, action, where, result.exit_code, result.seconds)
         if mode in ("stdout", "stdoutAndStderr") and result.stdout.strip():
@@ -351,7 +408,7 @@ class LabExecutor(RecordingMocks):
         env = dict(inputs.get("environment") or {})
         if inputs.get("addPreviousOutputInEnv", True):
             env |= {"PULUMI_COMMAND_STDOUT": record.get("stdout", ""), "PULUMI_COMMAND_STDERR": record.get("stderr", "")}
-        self._run(name, "delete", inputs["connection"], script, None, env, inputs.get("logging"))
+        self._run(name, "delete", inputs, script, None, env, inputs.get("logging"))
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> dict[str, Any]:  # type: ignore[override]
         return super().call(args)

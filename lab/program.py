@@ -19,6 +19,7 @@ import base64
 import hashlib
 import json
 import runpy
+import struct
 import sys
 import threading
 from collections.abc import Mapping
@@ -84,6 +85,12 @@ def fake_public_ip(name: str) -> str:
     return f"203.0.113.{10 + int(hashlib.sha256(name.encode()).hexdigest(), 16) % 240}"
 
 
+def fake_host_key(seed: str) -> str:
+    """A well-formed ``ssh-ed25519`` public key line derived from ``seed`` (no private half exists)."""
+    blob = struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32) + hashlib.sha256(seed.encode()).digest()
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()}"
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     """Mocks that record every resource and return plausible, deterministic cloud outputs."""
 
@@ -91,6 +98,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.salt = salt
         self.resources: list[Registered] = []
         self.calls: list[pulumi_mocks.MockCallArgs] = []
+        self.regions: dict[str, str] = {}  # aws provider name -> region, for getPartition
         self._lock = threading.Lock()
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -103,6 +111,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["hex"] = seed.hex()
         elif args.typ == "aws:ec2/keyPair:KeyPair":
             outputs["keyName"] = args.name
+        elif args.typ == "pulumi:providers:aws":
+            with self._lock:
+                self.regions[args.name] = str(args.inputs.get("region", ""))
+        elif args.typ == "command:local:Command":
+            # As ssh-keyscan would print a host's key: stable for a name, new when the triggers (an instance id) change.
+            outputs["stdout"] = fake_host_key(f"{args.name}:{json.dumps(args.inputs.get('triggers'), sort_keys=True)}")
         outputs.update(self.extra_outputs(args))
         with self._lock:
             self.resources.append(Registered(args.typ, args.name, dict(args.inputs), args.provider, outputs))
@@ -117,6 +131,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             self.calls.append(args)
         if args.token == "aws:ec2/getAmi:getAmi":
             return {"id": "ami-0ubuntu2404", "architecture": "x86_64", "name": "ubuntu-noble-24.04"}
+        if args.token == "aws:index/getPartition:getPartition":
+            provider = Registered("", "", {}, args.provider).provider_name
+            china = self.regions.get(provider or "", "").startswith("cn-")
+            return {"partition": "aws-cn" if china else "aws", "dnsSuffix": "amazonaws.com.cn" if china else "amazonaws.com"}
         return {}
 
     def of_type(self, typ: str) -> list[Registered]:

@@ -37,13 +37,15 @@ from ipaddress import IPv4Network, ip_address, ip_network
 from typing import Any
 
 from mesh.addressing import index_of, preferred_index
+from mesh.awsplan import QUOTA_FIELDS, AwsPeerPlan, AwsQuotas, plan_peers, quota_problems
 from mesh.errors import ConfigIssue, MeshConfigError
 from mesh.model import Endpoint, IPNetwork, Mesh
+from mesh.sshkeys import parse_ssh_key
 from mesh.validation import HOSTNAME, MESH_FIELDS, load_mesh, parse_port
 
 CONFIG_KEY = "wgmesh:mesh"
 KINDS = ("aws", "external")
-PROGRAM_MESH_FIELDS = frozenset({"admin_cidrs", "tags"})
+PROGRAM_MESH_FIELDS = frozenset({"admin_cidrs", "tags", "aws_quotas", "route_summaries", "allowed_account_ids"})
 AWS_FIELDS = frozenset(
     {
         "region",
@@ -60,13 +62,14 @@ AWS_FIELDS = frozenset(
         "root_volume_size",
     }
 )
-EXTERNAL_FIELDS = frozenset({"ssh_host", "ssh_user", "ssh_port", "source_cidrs"})
+EXTERNAL_FIELDS = frozenset({"ssh_host", "ssh_user", "ssh_port", "source_cidrs", "ssh_host_key"})
 COMMON_FIELDS = frozenset({"kind", "key_version", "ssh_private_key_path"})
 PROGRAM_PEER_FIELDS = AWS_FIELDS | EXTERNAL_FIELDS | COMMON_FIELDS
 
 # Canonical publishes Ubuntu images from a different account in the AWS China partition.
 CANONICAL_OWNER = "099720109477"
 CANONICAL_OWNER_CHINA = "837727238323"
+CANONICAL_OWNERS = {"aws": CANONICAL_OWNER, "aws-cn": CANONICAL_OWNER_CHINA}
 UBUNTU_NAME_FILTER = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
 DEFAULT_INSTANCE_TYPE = "t3.micro"
 DEFAULT_ROOT_VOLUME_GB = 16
@@ -75,7 +78,7 @@ REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
 INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 GRAVITON_FAMILY = re.compile(r"^(a1|[a-z]+\d+[a-z]*g[a-z]*)\.")
 KEY_NAME = re.compile(r"^[\x20-\x7e]{1,255}$")
-SSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$")
+ACCOUNT_ID = re.compile(r"^\d{12}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
@@ -92,13 +95,9 @@ class AwsPeerSpec:
     key_name: str | None
     ssh_public_key: str | None
     ami_id: str | None
-    ami_owner: str
+    ami_owner: str | None  # None: Canonical's account in the provider's partition
     ami_name_filter: str
     root_volume_size: int
-
-    @property
-    def partition_is_china(self) -> bool:
-        return self.region.startswith("cn-")
 
 
 @dataclass(frozen=True)
@@ -109,6 +108,7 @@ class ExternalPeerSpec:
     ssh_port: int
     ssh_user: str
     source_cidrs: tuple[IPNetwork, ...]
+    ssh_host_key: str | None = None  # "ssh-ed25519 AAAA...": pinned; None: learned on first contact
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,10 @@ class StackSpec:
     admin_cidrs: tuple[IPNetwork, ...]
     tags: Mapping[str, str] = field(default_factory=dict)
     probed_addresses: tuple[tuple[str, str], ...] = ()
+    quotas: AwsQuotas = field(default_factory=AwsQuotas)
+    route_summaries: tuple[IPv4Network, ...] = ()
+    allowed_account_ids: tuple[str, ...] = ()
+    aws_plans: Mapping[str, AwsPeerPlan] = field(default_factory=dict)
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -182,6 +186,9 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
         issues.add(f"{path}.{key}", "unknown field", f"remove it; known fields: {', '.join(sorted(MESH_FIELDS | PROGRAM_MESH_FIELDS))}")
     admin_cidrs = _admin_cidrs(issues, path, raw.get("admin_cidrs"))
     tags = _tags(issues, path, raw.get("tags"))
+    quotas = _quotas(issues, path, raw.get("aws_quotas"))
+    summaries = _summaries(issues, path, raw.get("route_summaries"), admin_cidrs)
+    account_ids = _account_ids(issues, path, raw.get("allowed_account_ids"))
 
     raw_peers = raw.get("peers")
     mesh_raw: dict[str, Any] = {key: value for key, value in raw.items() if key in MESH_FIELDS}
@@ -211,13 +218,137 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
         _check_reachable_sources(issues, path, mesh, programs, admin_cidrs or bool(raw.get("admin_cidrs")))
     if any(kind == "aws" for _, kind, _, _ in programs):
         _check_aws_ipv4_only(issues, path, raw, programs)
+    plans: dict[str, AwsPeerPlan] = {}
+    if mesh is not None and not issues.items and not mesh_issues:
+        plans = _plans(mesh, programs, admin_cidrs, summaries, quotas)
+        _check_summaries_avoid_endpoints(issues, path, mesh, programs, summaries)
+        for problem in quota_problems(plans, quotas, summaries_given=bool(summaries)):
+            issues.add(f"{path}.aws_quotas.{problem.quota}", problem.problem, problem.fix)
     all_issues = mesh_issues + issues.items
     if all_issues or mesh is None:
         raise MeshConfigError(sorted(all_issues, key=lambda issue: _path_order(issue.path)))
 
     specs = tuple(_spec(name, kind, settings) for (name, kind, settings, _) in programs)
     probed = _probed(mesh, raw_peers)
-    return StackSpec(mesh=mesh, peers=specs, admin_cidrs=admin_cidrs, tags=tags, probed_addresses=probed)
+    return StackSpec(
+        mesh=mesh,
+        peers=specs,
+        admin_cidrs=admin_cidrs,
+        tags=tags,
+        probed_addresses=probed,
+        quotas=quotas,
+        route_summaries=summaries,
+        allowed_account_ids=account_ids,
+        aws_plans=plans,
+    )
+
+
+def _plans(
+    mesh: Mesh,
+    programs: list[tuple[str, str, Any, int]],
+    admin_cidrs: tuple[IPNetwork, ...],
+    summaries: tuple[IPv4Network, ...],
+    quotas: AwsQuotas,
+) -> dict[str, AwsPeerPlan]:
+    """Every AWS peer's routes and security groups (see :mod:`mesh.awsplan`), from the validated settings."""
+    regions = {name: settings[0]["region"] for name, kind, settings, _ in programs if kind == "aws"}
+    sources = {name: _external_sources(mesh, name, settings[0]) for name, kind, settings, _ in programs if kind == "external"}
+    return plan_peers(mesh, regions, sources, admin_cidrs=len(admin_cidrs), summaries=summaries, quotas=quotas)
+
+
+def _external_sources(mesh: Mesh, name: str, settings: Mapping[str, Any]) -> list[str]:
+    """Where an external peer's WireGuard packets come from: ``source_cidrs``, else its endpoint's address."""
+    if settings["source_cidrs"]:
+        return [str(cidr) for cidr in settings["source_cidrs"]]
+    endpoint = mesh.peer(name).endpoint
+    return [str(ip_network(endpoint.host))] if endpoint is not None and _is_ip(endpoint.host) else []
+
+
+def _quotas(issues: _Issues, path: str, value: Any) -> AwsQuotas:
+    if value is None:
+        return AwsQuotas()
+    if not isinstance(value, Mapping):
+        issues.add(f"{path}.aws_quotas", f"expected a mapping of quota names to numbers, got {value!r:.60}", "e.g. {vpcs_per_region: 60}")
+        return AwsQuotas()
+    known: dict[str, int] = {}
+    for key, item in value.items():
+        where = f"{path}.aws_quotas.{key}"
+        if key not in QUOTA_FIELDS:
+            issues.add(where, "unknown quota", f"use one of {', '.join(QUOTA_FIELDS)}")
+        elif isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            issues.add(where, f"{item!r} is not a positive integer", "give the quota AWS shows for the account (Service Quotas console)")
+        else:
+            known[key] = item
+    return AwsQuotas(**known)
+
+
+def _summaries(issues: _Issues, path: str, value: Any, admin_cidrs: tuple[IPNetwork, ...]) -> tuple[IPv4Network, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        issues.add(f"{path}.route_summaries", f"expected a list of CIDRs, got {value!r:.60}", "write e.g. [10.64.0.0/12]")
+        return ()
+    found: list[IPv4Network] = []
+    for index, item in enumerate(value):
+        where = f"{path}.route_summaries[{index}]"
+        cidr = _cidr(issues, where, item, required=True)
+        if cidr is None:
+            continue
+        if not isinstance(cidr, IPv4Network) or cidr.is_global or cidr.prefixlen < 8:
+            issues.add(
+                where,
+                f"{cidr} is not a private IPv4 block of /8 or longer",
+                "summarize the private block the VPCs are planned from, e.g. 10.64.0.0/12 (public addresses stay on the default route)",
+            )
+            continue
+        clash = next((other for other in found if other.overlaps(cidr)), None)
+        if clash is not None:
+            issues.add(where, f"{cidr} overlaps route_summaries entry {clash}", "list disjoint blocks (or only the larger one)")
+            continue
+        admin = next((other for other in admin_cidrs if other.overlaps(cidr)), None)
+        if admin is not None:
+            issues.add(where, f"{cidr} overlaps admin_cidrs entry {admin}", "SSH replies would be routed into the mesh: exclude it")
+            continue
+        found.append(cidr)
+    return tuple(found)
+
+
+def _check_summaries_avoid_endpoints(
+    issues: _Issues, path: str, mesh: Mesh, programs: list[tuple[str, str, Any, int]], summaries: tuple[IPv4Network, ...]
+) -> None:
+    """A summary covering a peer's endpoint or WireGuard source would route the tunnel's own packets into the tunnel."""
+    for index, (name, kind, settings, _) in enumerate(programs):
+        if kind != "external":
+            continue
+        addresses = [ip_network(cidr) for cidr in _external_sources(mesh, name, settings[0])]
+        endpoint = mesh.peer(name).endpoint
+        if endpoint is not None and _is_ip(endpoint.host):
+            addresses.append(ip_network(endpoint.host))
+        for summary in summaries:
+            hit = next((address for address in addresses if address.overlaps(summary)), None)
+            if hit is not None:
+                issues.add(
+                    f"{path}.route_summaries",
+                    f"{summary} covers {hit}, where peer {name!r} (peers[{index}]) sends WireGuard from",
+                    "keep public endpoints out of the summaries",
+                )
+
+
+def _account_ids(issues: _Issues, path: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else None
+    if not items:
+        issues.add(f"{path}.allowed_account_ids", f"expected a non-empty list of account ids, got {value!r:.60}", "e.g. ['123456789012']")
+        return ()
+    ids: list[str] = []
+    for index, item in enumerate(items):
+        text = str(item) if isinstance(item, int | str) and not isinstance(item, bool) else ""
+        if not ACCOUNT_ID.match(text):
+            issues.add(f"{path}.allowed_account_ids[{index}]", f"{item!r} is not a 12-digit AWS account id", "quote it: '012345678901'")
+            continue
+        ids.append(text)
+    return tuple(ids)
 
 
 def _path_order(path: str) -> list[Any]:
@@ -322,10 +453,14 @@ def _aws(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[dict[str
         )
     if key_name is not None and (not isinstance(key_name, str) or not KEY_NAME.match(key_name)):
         issues.add(f"{where}.key_name", f"{key_name!r} is not a key pair name", "use the name shown by `aws ec2 describe-key-pairs`")
-    if public_key is not None and (not isinstance(public_key, str) or not SSH_PUBLIC_KEY.match(public_key.strip())):
-        issues.add(
-            f"{where}.ssh_public_key", "not an OpenSSH public key", "paste one line of ~/.ssh/id_ed25519.pub ('ssh-ed25519 AAAA...')"
-        )
+    if public_key is not None:
+        problem = _key_problem(public_key)
+        if problem:
+            issues.add(
+                f"{where}.ssh_public_key",
+                f"not an OpenSSH public key: {problem}",
+                "paste one line of ~/.ssh/id_ed25519.pub ('ssh-ed25519 AAAA...')",
+            )
     volume = item.get("root_volume_size", DEFAULT_ROOT_VOLUME_GB)
     if isinstance(volume, bool) or not isinstance(volume, int) or not 8 <= volume <= 16384:
         issues.add(f"{where}.root_volume_size", f"{volume!r} is not a size in GiB between 8 and 16384", "use e.g. 16")
@@ -334,7 +469,6 @@ def _aws(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[dict[str
         value = item.get(key)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             issues.add(f"{where}.{key}", f"{value!r} is not a non-empty string", "fix the value or leave the field out")
-    china = isinstance(region, str) and region.startswith("cn-")
     settings = {
         "region": region,
         "vpc_cidr": vpc,
@@ -345,7 +479,7 @@ def _aws(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[dict[str
         "key_name": key_name,
         "ssh_public_key": public_key.strip() if isinstance(public_key, str) else None,
         "ami_id": item.get("ami_id"),
-        "ami_owner": item.get("ami_owner") or (CANONICAL_OWNER_CHINA if china else CANONICAL_OWNER),
+        "ami_owner": item.get("ami_owner"),
         "ami_name_filter": item.get("ami_name_filter") or default_ami_filter(instance_type),
         "root_volume_size": volume,
     }
@@ -379,7 +513,30 @@ def _external(issues: _Issues, where: str, item: Mapping[str, Any]) -> dict[str,
                     )
                 elif cidr is not None:
                     sources.append(cidr)
-    return {"ssh_host": host, "ssh_port": port, "ssh_user": user, "source_cidrs": tuple(sources)}
+    host_key = item.get("ssh_host_key")
+    if host_key is not None:
+        problem = _key_problem(host_key)
+        if problem:
+            issues.add(
+                f"{where}.ssh_host_key",
+                f"not an SSH host key: {problem}",
+                f"paste the host's key as `ssh-keyscan -t ed25519 {host or '<host>'}` prints it (check it on the host's console first)",
+            )
+            host_key = None
+        else:
+            host_key = " ".join(parse_ssh_key(host_key))
+    return {"ssh_host": host, "ssh_port": port, "ssh_user": user, "source_cidrs": tuple(sources), "ssh_host_key": host_key}
+
+
+def _key_problem(value: Any) -> str | None:
+    """Why ``value`` is not an OpenSSH public key line, or None."""
+    if not isinstance(value, str):
+        return f"expected a string, got {type(value).__name__}"
+    try:
+        parse_ssh_key(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _check_reachable_sources(issues: _Issues, path: str, mesh: Mesh, programs: list[tuple[str, str, Any, int]], admin: Any) -> None:

@@ -71,8 +71,14 @@ def run_program(
 REGIONS = ("cn-northwest-1", "cn-north-1", "eu-west-1")
 
 
-def synthetic_stack(peers: int, *, external_every: int = 3) -> dict[str, Any]:
-    """A stack config with ``peers`` members over three regions, every ``external_every``-th one external."""
+def synthetic_stack(
+    peers: int, *, external_every: int = 3, regions: tuple[str, ...] = REGIONS, summaries: bool = True, quotas: bool = True
+) -> dict[str, Any]:
+    """A stack config with ``peers`` members over ``regions``, every ``external_every``-th one external (0: none).
+
+    The VPCs are planned from 172.16.0.0/12 and the externals' subnets from 10.100.0.0/14, which ``summaries``
+    lists as ``route_summaries``; ``quotas`` raises the per-region VPC, gateway and Elastic IP quotas to fit.
+    """
     members: list[dict[str, Any]] = []
     for index in range(peers):
         name = f"p{index}"
@@ -93,12 +99,19 @@ def synthetic_stack(peers: int, *, external_every: int = 3) -> dict[str, Any]:
                 {
                     "name": name,
                     "kind": "aws",
-                    "region": REGIONS[index % len(REGIONS)],
+                    "region": regions[index % len(regions)],
                     "vpc_cidr": f"172.{16 + index // 256}.{index % 256}.0/24",
                     "key_name": "ops",
                     **address,
                 }
             )
-    return {
-        "wgmesh:mesh": {"network": "10.255.0.0/22" if peers > 240 else "10.255.0.0/24", "admin_cidrs": ["203.0.113.7/32"], "peers": members}
+    mesh: dict[str, Any] = {
+        "network": "10.255.0.0/22" if peers > 240 else "10.255.0.0/24",
+        "admin_cidrs": ["203.0.113.7/32"],
+        "peers": members,
     }
+    if summaries:
+        mesh["route_summaries"] = ["172.16.0.0/12", "10.100.0.0/14"]
+    if quotas:
+        mesh["aws_quotas"] = dict.fromkeys(("vpcs_per_region", "internet_gateways_per_region", "elastic_ips_per_region"), max(5, peers))
+    return {"wgmesh:mesh": mesh}

@@ -341,7 +341,7 @@ def test_the_example_stack_passes_every_rule() -> None:
         if item.typ.startswith("aws:")
     ]
     types = {resource.resource_type for resource in resources}
-    assert {rules.INSTANCE, rules.SECURITY_GROUP_RULE, rules.NETWORK_INTERFACE, rules.VPC} <= types
+    assert {rules.INSTANCE, rules.SECURITY_GROUP, rules.NETWORK_INTERFACE, rules.VPC} <= types
     assert all(rules.PEER_COMPONENT in rules.urn_types(r.urn) for r in resources if r.resource_type == rules.INSTANCE)
     network = config["wgmesh:mesh"]["network"]
     violations: list[str] = []

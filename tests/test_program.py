@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from ipaddress import ip_network
 from typing import Any
+from unittest import mock
 
 import pulumi
 import pytest
@@ -44,8 +48,7 @@ def test_resource_types_and_counts(zhy: ProgramRun) -> None:
         "aws:ec2/internetGateway:InternetGateway": 1,
         "aws:ec2/routeTable:RouteTable": 1,
         "aws:ec2/routeTableAssociation:RouteTableAssociation": 1,
-        "aws:ec2/securityGroup:SecurityGroup": 1,
-        "aws:ec2/securityGroupRule:SecurityGroupRule": 5,
+        "aws:ec2/securityGroup:SecurityGroup": 1,  # inline entries only: room for 57 more peers before a second
         "aws:ec2/networkInterface:NetworkInterface": 1,
         "aws:ec2/eip:Eip": 1,
         "aws:ec2/eipAssociation:EipAssociation": 1,
@@ -57,6 +60,8 @@ def test_resource_types_and_counts(zhy: ProgramRun) -> None:
         "pulumi:providers:aws": 2,  # one per region
         "random:index/randomBytes:RandomBytes": 4,  # a key seed per peer + one mesh secret
         "command:remote:Command": 6,  # install + verify per peer
+        "command:local:Command": 3,  # each peer's SSH host key, learned on first contact (none is pinned in config)
+        "pulumi:index:Stash": 3,  # the barriers: peers' addresses and keys, configs, installs done
         "wgmesh:index:WireGuardPeer": 3,
         "wgmesh:index:Mesh": 1,
     }
@@ -76,39 +81,37 @@ def test_every_aws_resource_uses_its_regions_provider(zhy: ProgramRun) -> None:
     assert all(call.args["owners"] == ["837727238323"] for call in ami_lookups)  # Canonical's account in AWS China
 
 
-def _rules(run: ProgramRun, peer: str) -> dict[str, tuple[str, str, int, int, list[str]]]:
-    return {
-        resource.name.removeprefix(f"{peer}-"): (
-            resource.inputs["type"],
-            resource.inputs["protocol"],
-            resource.inputs["fromPort"],
-            resource.inputs["toPort"],
-            sorted(resource.inputs["cidrBlocks"]),
-        )
-        for resource in run.mocks.of_type("aws:ec2/securityGroupRule:SecurityGroupRule")
-        if resource.name.startswith(f"{peer}-")
-    }
+def _entries(run: ProgramRun, peer: str, direction: str = "ingress") -> list[tuple[str, int, int, list[str]]]:
+    """A peer's inline security-group entries, group after group (its main group first)."""
+    groups = sorted(
+        (r for r in run.mocks.of_type("aws:ec2/securityGroup:SecurityGroup") if r.name.startswith(f"{peer}-")),
+        key=lambda r: (r.name != f"{peer}-sg", r.name),
+    )
+    return [(e["protocol"], e["fromPort"], e["toPort"], e["cidrBlocks"]) for group in groups for e in group.inputs.get(direction, [])]
 
 
-def test_security_group_rules_are_exact(zhy: ProgramRun) -> None:
-    assert _rules(zhy, "zhy") == {
-        "wireguard-in": ("ingress", "udp", 51820, 51820, sorted([f"{fake_public_ip('bjs-eip')}/32", "198.51.100.30/32"])),
-        "ssh-in": ("ingress", "tcp", 22, 22, ["203.0.113.7/32"]),
-        "icmp-in": (
-            "ingress",
-            "icmp",
-            -1,
-            -1,
-            sorted(["10.255.0.0/24", "192.168.10.0/24", "192.168.20.0/24", "192.168.30.0/24", "10.7.1.0/24"]),
-        ),
-        "vpc-in": ("ingress", "-1", 0, 0, ["192.168.10.0/24"]),
-        "all-out": ("egress", "-1", 0, 0, ["0.0.0.0/0"]),
-    }
-    wireguard_bjs = _rules(zhy, "bjs")["wireguard-in"]
-    assert wireguard_bjs[4] == sorted([f"{fake_public_ip('zhy-eip')}/32", "198.51.100.30/32"])
-    for resource in zhy.mocks.of_type("aws:ec2/securityGroupRule:SecurityGroupRule"):
-        if resource.inputs["type"] == "ingress":
-            assert "0.0.0.0/0" not in resource.inputs["cidrBlocks"], resource.name
+def _wireguard_entries(run: ProgramRun, peer: str) -> list[tuple[str, int, int, list[str]]]:
+    return [entry for entry in _entries(run, peer) if entry[0] == "udp"]
+
+
+def test_security_group_entries_are_exact(zhy: ProgramRun) -> None:
+    # One CIDR per entry (each authorized and revoked on its own); no ICMP entry: mesh ICMP arrives inside the tunnel.
+    assert _entries(zhy, "zhy") == [
+        ("tcp", 22, 22, ["203.0.113.7/32"]),
+        ("-1", 0, 0, ["192.168.10.0/24"]),
+        # WireGuard only from the other peers' addresses, in mesh order.
+        ("udp", 51820, 51820, [f"{fake_public_ip('bjs-eip')}/32"]),
+        ("udp", 51820, 51820, ["198.51.100.30/32"]),
+    ]
+    assert _entries(zhy, "zhy", "egress") == [("-1", 0, 0, ["0.0.0.0/0"])]
+    assert _wireguard_entries(zhy, "bjs") == [
+        ("udp", 51820, 51820, [f"{fake_public_ip('zhy-eip')}/32"]),
+        ("udp", 51820, 51820, ["198.51.100.30/32"]),
+    ]
+    assert zhy.mocks.named("zhy-eni").inputs["securityGroups"] == ["zhy-sg-id"]
+    assert zhy.mocks.of_type("aws:ec2/securityGroupRule:SecurityGroupRule") == []  # never mixed with inline entries
+    for peer in ("zhy", "bjs"):
+        assert all("0.0.0.0/0" not in entry[3] for entry in _entries(zhy, peer)), peer
 
 
 def test_instance_settings(zhy: ProgramRun) -> None:
@@ -130,7 +133,7 @@ def test_no_secret_in_user_data_or_plain_inputs(zhy: ProgramRun) -> None:
     secrets = [value for value in secrets if value not in {peer["public_key"] for peer in zhy.exports["peers"].values()}]
     assert len(secrets) >= 3 + 3  # three private keys, three preshared keys
     for resource in zhy.mocks.resources:
-        plain = {key: value for key, value in resource.inputs.items() if key != "stdin"}
+        plain = {key: value for key, value in resource.inputs.items() if not is_secret_value(value)}
         text = repr(plain)
         for secret in secrets:
             assert secret not in text, f"secret material in {resource.typ} {resource.name}"
@@ -177,7 +180,7 @@ def test_install_commands_carry_the_config_on_stdin_only(zhy: ProgramRun) -> Non
         assert is_secret_value(raw[f"{peer}-install"]["stdin"])
         assert is_secret_value(raw[f"{peer}-install"]["connection"])  # it holds the SSH private key
         assert install["stdin"] == config
-        assert install["create"] == install["update"]
+        assert install.get("update") is None  # an update runs create again (idempotent), pulumi-command's default
         assert f"config sha256={config_digest(config)}" in install["create"]
         assert install_script("wg0") in install["create"]
         assert install["delete"] == uninstall_script("wg0")
@@ -366,3 +369,199 @@ def test_aws_vpcs_do_not_overlap_the_tunnel_network(zhy: ProgramRun) -> None:
     tunnel = ip_network("10.255.0.0/24")
     for vpc in zhy.mocks.of_type("aws:ec2/vpc:Vpc"):
         assert not ip_network(vpc.inputs["cidrBlock"]).overlaps(tunnel)
+
+
+# ------------------------------------------------------------------------------------------ deploy day on AWS
+
+
+@contextlib.contextmanager
+def resource_options() -> Iterator[dict[str, pulumi.ResourceOptions]]:
+    """The options every resource is registered with (the mocks do not see them), by resource name."""
+    seen: dict[str, pulumi.ResourceOptions] = {}
+    original = pulumi.Resource.__init__
+
+    def recording(self: pulumi.Resource, t: str, name: str, *args: Any, **kwargs: Any) -> None:
+        opts = kwargs.get("opts") if "opts" in kwargs else (args[2] if len(args) > 2 else None)
+        seen[name] = opts or pulumi.ResourceOptions()
+        original(self, t, name, *args, **kwargs)
+
+    with mock.patch.object(pulumi.Resource, "__init__", recording):
+        yield seen
+
+
+def test_an_instance_is_deleted_before_its_replacement_is_created() -> None:
+    """Its primary interface outlives it and attaches to one instance at a time: create-before-delete would fail."""
+    with resource_options() as options:
+        run_program(ZHY)
+    for peer in ("zhy", "bjs"):
+        assert options[f"{peer}-instance"].delete_before_replace is True
+        assert options[f"{peer}-instance"].ignore_changes == ["ami"]  # a newer image never replaces it silently
+    assert not options["zhy-eni"].delete_before_replace  # the interface, route table and address stay
+
+
+def test_the_configs_barrier_never_keeps_an_old_config() -> None:
+    """A Stash keeps the value it was created with as its `output`: the one holding the configs (private keys) is
+    replaced whenever they change, so a rotated-out key does not stay in the state."""
+    with resource_options() as options:
+        run = run_program(ZHY)
+    assert options["wgmesh-configs"].replace_on_changes == ["input"]
+    assert is_secret_value(run.mocks.named("wgmesh-configs").inputs["input"])
+
+
+class ReplacingMocks(RecordingMocks):
+    """The cloud after `pulumi up --replace` of some instances: they come back with new ids."""
+
+    def __init__(self, replaced: set[str]) -> None:
+        super().__init__()
+        self.replaced = replaced
+
+    def new_resource(self, args: Any) -> tuple[str | None, dict[str, Any]]:
+        resource_id, outputs = super().new_resource(args)
+        return (f"{resource_id}-2" if args.name in self.replaced else resource_id), outputs
+
+
+def _commands(run: ProgramRun) -> dict[str, dict[str, Any]]:
+    return {r.name: r.plain for r in run.mocks.resources if r.typ.startswith("command:")}
+
+
+def test_a_replaced_instance_is_installed_and_verified_again_and_no_other_peer_is_touched(zhy: ProgramRun) -> None:
+    after = run_program(ZHY, mocks=ReplacingMocks({"zhy-instance"}))
+    before_commands, after_commands = _commands(zhy), _commands(after)
+    changed = sorted(name for name in before_commands if before_commands[name] != after_commands[name])
+    # Its host key is learned again (the scan's trigger is the instance id: a replace), its config installed again
+    # (the instance id is in the script: an update, never the uninstall a replace would run first), its mesh verified.
+    assert changed == ["zhy-host-key", "zhy-install", "zhy-verify"]
+    assert before_commands["zhy-host-key"]["triggers"] == ["zhy-instance-id"]
+    assert after_commands["zhy-host-key"]["triggers"] == ["zhy-instance-id-2"]
+    assert "(instance zhy-instance-id-2)" in after_commands["zhy-install"]["create"]
+    assert after_commands["zhy-install"]["stdin"] == before_commands["zhy-install"]["stdin"]  # same config
+    assert after.exports["configs"] == zhy.exports["configs"]
+
+
+def test_every_ssh_connection_pins_the_peers_host_key(zhy: ProgramRun) -> None:
+    commands = _commands(zhy)
+    for peer in ("zhy", "bjs", "pub"):
+        learned = zhy.mocks.named(f"{peer}-host-key").outputs["stdout"]
+        assert learned.startswith("ssh-ed25519 ")
+        for step in ("install", "verify"):
+            assert commands[f"{peer}-{step}"]["connection"]["hostKey"] == learned
+    scan = commands["pub-host-key"]["create"]
+    assert "ssh-keyscan" in scan and "198.51.100.30" in scan and commands["pub-host-key"].get("triggers") is None
+    assert commands["zhy-host-key"]["triggers"] == ["zhy-instance-id"]
+
+
+def test_an_external_peers_configured_host_key_wins_and_nothing_is_scanned() -> None:
+    pinned = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJPgDk9irDJeu7WkrONNflkmkYw9iBONUDZPwpGFfscz"
+    config = copy.deepcopy(ZHY)
+    config["wgmesh:mesh"]["peers"][2]["ssh_host_key"] = f"198.51.100.30 {pinned}"  # a known_hosts line
+    run = run_program(config)
+    commands = _commands(run)
+    assert "pub-host-key" not in commands
+    assert commands["pub-install"]["connection"]["hostKey"] == pinned == commands["pub-verify"]["connection"]["hostKey"]
+
+
+def _four_peers() -> dict[str, Any]:
+    config = copy.deepcopy(ZHY)
+    config["wgmesh:mesh"]["peers"].append(
+        {"name": "fra", "kind": "aws", "region": "cn-north-1", "vpc_cidr": "192.168.40.0/24", "key_name": "ops", "address": "10.255.0.4"}
+    )
+    return config
+
+
+def test_a_peer_joining_edits_the_others_security_groups_in_place(zhy: ProgramRun) -> None:
+    """No rule or group of an existing peer is replaced (no window without it, no duplicate-rule error): the
+    joining peer's address is one more inline entry in each other AWS peer's group, an in-place update."""
+    after = run_program(_four_peers())
+    before = {r.name: r for r in zhy.mocks.resources if r.typ.startswith("aws:ec2/securityGroup")}
+    now = {r.name: r for r in after.mocks.resources if r.typ.startswith("aws:ec2/securityGroup")}
+    assert sorted(before) == ["bjs-sg", "zhy-sg"] and {"bjs-sg", "zhy-sg", "fra-sg"} == set(now)
+    for name, resource in before.items():
+        assert resource.typ == "aws:ec2/securityGroup:SecurityGroup"  # no separate rule resource (each would be replaced)
+        for forces_new in ("vpcId", "description", "name", "namePrefix"):
+            assert now[name].inputs.get(forces_new) == resource.inputs.get(forces_new), f"{name}.{forces_new}"
+        assert now[name].inputs["egress"] == resource.inputs["egress"]
+    fra = [("udp", 51820, 51820, [f"{fake_public_ip('fra-eip')}/32"])]
+    for peer in ("zhy", "bjs"):
+        assert _entries(after, peer) == _entries(zhy, peer) + fra  # appended: every existing entry stays as it was
+    # And leaving is the same edit backwards.
+    assert _entries(run_program(ZHY), "zhy") == _entries(zhy, "zhy")
+
+
+def test_the_component_takes_the_ami_owner_from_its_providers_partition() -> None:
+    """WireGuardPeer used directly, with a China provider and no ami_owner: Canonical's account in aws-cn."""
+    from components import AwsHostArgs, MeshArgs, MeshComponent, WireGuardPeer, WireGuardPeerArgs
+    from mesh.validation import load_mesh
+
+    mocks = RecordingMocks()
+    regions = {"p-cn": "cn-north-1", "p-eu": "eu-west-1"}
+
+    def program() -> None:
+        import pulumi_aws as aws
+
+        peers = {}
+        for index, (name, region) in enumerate(regions.items()):
+            provider = aws.Provider(f"aws-{region}", region=region)
+            cidr = f"192.168.{10 + index}.0/24"
+            host = AwsHostArgs(provider=provider, vpc_cidr=cidr, admin_cidrs=["203.0.113.7/32"], key_name="ops")
+            peers[name] = WireGuardPeer(name, WireGuardPeerArgs(host=host))
+        description = load_mesh({"network": "10.99.0.0/24", "peers": [{"name": name} for name in regions]}, pending_endpoints=list(regions))
+        MeshComponent("m", MeshArgs(mesh=description, peers=peers, ssh_private_key="key", verify=False))
+
+    pulumi.runtime.set_mocks(mocks, project="wgmesh", stack="direct", preview=False)
+    pulumi.runtime.test(program)()
+    owners = {call.provider.split("::")[-2]: call.args["owners"] for call in mocks.calls if call.token == "aws:ec2/getAmi:getAmi"}
+    assert owners == {"aws-cn-north-1": ["837727238323"], "aws-eu-west-1": ["099720109477"]}
+
+
+def test_allowed_account_ids_reach_every_regional_provider() -> None:
+    config = copy.deepcopy(ZHY)
+    config["wgmesh:mesh"]["allowed_account_ids"] = ["123456789012"]
+    run = run_program(config)
+    # Provider configuration travels JSON-encoded.
+    assert {r.name: json.loads(r.inputs["allowedAccountIds"]) for r in run.mocks.of_type("pulumi:providers:aws")} == {
+        "aws-cn-northwest-1": ["123456789012"],
+        "aws-cn-north-1": ["123456789012"],
+    }
+    assert all("allowedAccountIds" not in r.inputs for r in run_program(ZHY).mocks.of_type("pulumi:providers:aws"))
+
+
+def test_100_aws_peers_and_externals_fit_the_default_route_and_group_quotas_with_route_summaries() -> None:
+    """50 AWS peers per region (VPC, gateway and Elastic IP quotas raised, nothing else) and 10 externals."""
+    config = synthetic_stack(110, external_every=11, regions=("cn-northwest-1", "cn-north-1"))
+    aws_peers = [p for p in config["wgmesh:mesh"]["peers"] if p["kind"] == "aws"]
+    assert len(aws_peers) == 100 and sum(p["region"] == "cn-north-1" for p in aws_peers) == 50
+    run = run_program(config)
+    tables = run.mocks.of_type("aws:ec2/routeTable:RouteTable")
+    assert len(tables) == 100
+    assert max(len(t.inputs["routes"]) for t in tables) + 1 <= 50  # + the VPC's local route
+    groups = run.mocks.of_type("aws:ec2/securityGroup:SecurityGroup")
+    assert max(len(g.inputs.get("ingress", [])) for g in groups) <= 60  # every entry one CIDR: one rule each
+    assert max(len(e.inputs["securityGroups"]) for e in run.mocks.of_type("aws:ec2/networkInterface:NetworkInterface")) <= 5
+    entries = [e[3][0] for e in _wireguard_entries(run, "p0")]
+    others = [p for p in config["wgmesh:mesh"]["peers"] if p["name"] != "p0"]
+    expected = [f"{fake_public_ip(p['name'] + '-eip')}/32" if p["kind"] == "aws" else f"{p['ssh_host']}/32" for p in others]
+    assert entries == list(dict.fromkeys(expected))  # every other peer, once (the mocks' addresses can coincide)
+
+    without = synthetic_stack(110, external_every=11, regions=("cn-northwest-1", "cn-north-1"), summaries=False)
+    mocks = RecordingMocks()
+    with pytest.raises(Exception, match=r"wgmesh:mesh\.aws_quotas\.routes_per_table: peer '\w+' \(and 99 other peers\) needs 1\d\d route"):
+        run_program(without, mocks=mocks)
+    assert mocks.resources == []
+
+
+def test_declared_project_config_has_defaults_and_the_program_runs_with_them() -> None:
+    """A key declared in Pulumi.yaml without a default becomes required for every stack: each declared key has one,
+    the alternatives (sshPrivateKey, sshPrivateKeyPath) stay optional, and the defaults the CLI fills in work."""
+    import yaml
+
+    declared = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["config"]
+    assert set(declared) == {"sshPrivateKeyPath", "verify"}
+    assert all("default" in spec and spec["type"] in ("string", "boolean") for spec in declared.values())
+    assert declared["verify"]["default"] is True
+    defaults = {
+        f"wgmesh:{key}": str(spec["default"]).lower() if spec["type"] == "boolean" else spec["default"] for key, spec in declared.items()
+    }
+    run = run_program({**ZHY, **defaults})  # the secret sshPrivateKey still applies: the empty path does not override it
+    commands = _commands(run)
+    assert "wgmesh-test-key-not-real" in commands["zhy-install"]["connection"]["privateKey"]
+    assert {name for name in commands if name.endswith("-verify")} == {"zhy-verify", "bjs-verify", "pub-verify"}

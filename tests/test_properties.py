@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from mesh import load_mesh
 from mesh.addressing import allocate
+from mesh.awsplan import summarize
 from mesh.render import MeshKeys, build_peer_config, forwarding_rules, header_for, render_all, render_peer_config
 from mesh.wgconf import WgConfig, WgPeerSection, format_config, parse_config
 from tests.conftest import seeded_keys
@@ -225,3 +226,26 @@ def test_adding_a_peer_to_a_pinned_mesh_moves_nobody(raw: dict[str, Any], newcom
     remaining = raw["peers"][1:] if len(raw["peers"]) > 2 and any("endpoint" in peer for peer in raw["peers"][1:]) else raw["peers"]
     smaller = load_mesh({**raw, "peers": remaining}, pinned_addresses=pinned)
     assert all(peer.addresses == mesh.peer(peer.name).addresses for peer in smaller.peers)
+
+
+# --- route summaries (mesh.awsplan) -------------------------------------------------------------------------------
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(16, 28)), min_size=1, max_size=40),
+    st.lists(st.tuples(st.integers(0, 255), st.integers(8, 16)), max_size=4),
+)
+def test_summarized_routes_cover_every_route_once_and_add_only_summaries(raw_routes: list, raw_summaries: list) -> None:
+    routes = [ip_network(f"10.{a}.{b}.0/{length}", strict=False) for a, b, length in raw_routes]
+    summaries: list = []
+    for a, length in raw_summaries:
+        candidate = ip_network(f"10.{a}.0.0/{length}", strict=False)
+        if not any(candidate.overlaps(other) for other in summaries):
+            summaries.append(candidate)
+    out = [ip_network(text) for text in summarize(routes, summaries)]
+    assert len(out) == len(set(out))
+    for route in routes:  # every route still goes to the instance, through itself or its summary
+        assert any(route.subnet_of(entry) for entry in out)
+    for entry in out:  # and nothing else is routed: each entry is a route or a summary holding one
+        assert entry in routes or (entry in summaries and any(route.subnet_of(entry) for route in routes))
+    assert len(out) <= len(set(routes))

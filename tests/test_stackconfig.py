@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from mesh.awsplan import AwsQuotas
 from mesh.errors import MeshConfigError
 from mesh.model import Endpoint
-from mesh.stackconfig import CANONICAL_OWNER, CANONICAL_OWNER_CHINA, load_stack, resolve_endpoints
+from mesh.stackconfig import load_stack, resolve_endpoints
 
 BASE: dict[str, Any] = {
     "network": "10.255.0.0/24",
@@ -29,6 +30,10 @@ BASE: dict[str, Any] = {
 }
 
 
+# A well-formed ed25519 public key blob (its private half was thrown away).
+ED25519 = "AAAAC3NzaC1lZDI1NTE5AAAAIJPgDk9irDJeu7WkrONNflkmkYw9iBONUDZPwpGFfscz"
+
+
 def stack(**changes: Any) -> dict[str, Any]:
     raw = copy.deepcopy(BASE)
     raw.update(changes)
@@ -45,8 +50,9 @@ def test_defaults_per_kind_and_partition() -> None:
     spec = load_stack(stack())
     zhy, fra, pub = spec.peers
     assert spec.regions == ("cn-northwest-1", "eu-central-1")
-    assert zhy.aws is not None and zhy.aws.ami_owner == CANONICAL_OWNER_CHINA and "amd64" in zhy.aws.ami_name_filter
-    assert fra.aws is not None and fra.aws.ami_owner == CANONICAL_OWNER and "arm64" in fra.aws.ami_name_filter  # Graviton
+    # The AMI owner is left to the component, which asks the provider for its partition (tests/test_program.py).
+    assert zhy.aws is not None and zhy.aws.ami_owner is None and "amd64" in zhy.aws.ami_name_filter
+    assert fra.aws is not None and fra.aws.ami_owner is None and "arm64" in fra.aws.ami_name_filter  # Graviton
     assert zhy.aws.ssh_user == "ubuntu" and zhy.aws.subnet_cidr == zhy.aws.vpc_cidr
     assert pub.external is not None and pub.external.ssh_host == "198.51.100.30" and pub.external.ssh_user == "root"
     mesh = spec.mesh
@@ -86,6 +92,31 @@ def test_vpc_overlap_is_reported_at_vpc_cidr_and_extra_subnets_keep_their_index(
         (lambda r: r.update(admin_cidrs=["0.0.0.0/0"]), "wgmesh:mesh.admin_cidrs[0]", "whole internet"),
         (lambda r: r.pop("admin_cidrs"), "wgmesh:mesh.admin_cidrs", "missing"),
         (lambda r: r.update(colour="blue"), "wgmesh:mesh.colour", "unknown field"),
+        # An OpenSSH key whose blob is not base64, is cut, or names another type than it holds.
+        (
+            lambda r: r["peers"][0].update(key_name=None, ssh_public_key="ssh-ed25519 AAAA%%%%AAAA x"),
+            "wgmesh:mesh.peers[0].ssh_public_key",
+            "base64",
+        ),
+        (
+            lambda r: r["peers"][0].update(key_name=None, ssh_public_key=f"ssh-ed25519 {ED25519[:40]}"),
+            "wgmesh:mesh.peers[0].ssh_public_key",
+            "",
+        ),
+        (
+            lambda r: r["peers"][0].update(key_name=None, ssh_public_key=f"ssh-rsa {ED25519}"),
+            "wgmesh:mesh.peers[0].ssh_public_key",
+            "not ssh-rsa",
+        ),
+        (lambda r: r["peers"][2].update(ssh_host_key="AAAA"), "wgmesh:mesh.peers[2].ssh_host_key", "ssh-keyscan -t ed25519 198.51.100.30"),
+        (lambda r: r["peers"][0].update(ssh_host_key=f"ssh-ed25519 {ED25519}"), "wgmesh:mesh.peers[0].ssh_host_key", "not a field"),
+        (lambda r: r.update(aws_quotas={"vpcs": 9}), "wgmesh:mesh.aws_quotas.vpcs", "vpcs_per_region"),
+        (lambda r: r.update(aws_quotas={"routes_per_table": 0}), "wgmesh:mesh.aws_quotas.routes_per_table", "positive"),
+        (lambda r: r.update(route_summaries=["8.0.0.0/8"]), "wgmesh:mesh.route_summaries[0]", "private"),
+        (lambda r: r.update(route_summaries=["192.168.0.0/16", "192.168.0.0/20"]), "wgmesh:mesh.route_summaries[1]", "overlaps"),
+        (lambda r: r.update(route_summaries=["10.0.0.0/8"], admin_cidrs=["10.1.2.3/32"]), "wgmesh:mesh.route_summaries[0]", "admin"),
+        (lambda r: r.update(allowed_account_ids=[123]), "wgmesh:mesh.allowed_account_ids[0]", "12-digit"),
+        (lambda r: r.update(allowed_account_ids=[]), "wgmesh:mesh.allowed_account_ids", "non-empty"),
     ],
 )
 def test_each_mistake_names_its_key(edit: Any, path: str, words: str) -> None:
@@ -145,3 +176,65 @@ def test_all_aws_ipv6_problems_come_at_once_and_dual_stack_without_aws_is_fine()
     spec = load_stack({"network": raw["network"], "peers": [external, {"name": "home", "kind": "external", "ssh_host": "192.0.2.9"}]})
     assert {network.version for network in spec.mesh.networks} == {4, 6}
     assert str(spec.mesh.peer("pub").endpoint) == "[2001:db8::30]:51820"
+
+
+def test_external_host_key_accepts_a_known_hosts_line_and_keeps_the_key() -> None:
+    raw = stack()
+    raw["peers"][2]["ssh_host_key"] = f"198.51.100.30,pub.example ssh-ed25519 {ED25519} from the console"
+    assert load_stack(raw).peer("pub").external.ssh_host_key == f"ssh-ed25519 {ED25519}"
+    assert load_stack(stack()).peer("pub").external.ssh_host_key is None  # learned on first contact
+
+
+def aws_peers(count: int, region: str = "cn-north-1", **extra: Any) -> dict[str, Any]:
+    """A stack of ``count`` AWS peers in one region, VPCs planned from 172.16.0.0/12."""
+    peers = [
+        {"name": f"a{i}", "kind": "aws", "region": region, "vpc_cidr": f"172.{16 + i // 256}.{i % 256}.0/24", "key_name": "ops"}
+        for i in range(count)
+    ]
+    return {"network": "10.255.0.0/24", "admin_cidrs": ["203.0.113.7/32"], "peers": peers, **extra}
+
+
+def test_six_aws_peers_in_one_region_exceed_the_default_per_region_quotas_at_validation() -> None:
+    assert load_stack(aws_peers(5)).aws_plans  # five fit AWS's defaults
+    found = problems(aws_peers(6))
+    assert sorted(found) == [
+        "wgmesh:mesh.aws_quotas.elastic_ips_per_region",
+        "wgmesh:mesh.aws_quotas.internet_gateways_per_region",
+        "wgmesh:mesh.aws_quotas.vpcs_per_region",
+    ]
+    assert "6 AWS peers in cn-north-1 need 6 VPCs, the quota is 5" in found["wgmesh:mesh.aws_quotas.vpcs_per_region"]
+    assert "aws_quotas.vpcs_per_region" in found["wgmesh:mesh.aws_quotas.vpcs_per_region"]  # the fix names the key
+    raised = dict.fromkeys(("vpcs_per_region", "internet_gateways_per_region", "elastic_ips_per_region"), 6)
+    assert len(load_stack(aws_peers(6, aws_quotas=raised)).aws_plans) == 6  # a raised quota is taken at its word
+
+
+def test_route_and_group_quotas_at_many_peers_and_route_summaries_keep_tables_small() -> None:
+    raised = dict.fromkeys(("vpcs_per_region", "internet_gateways_per_region", "elastic_ips_per_region"), 70)
+    found = problems(aws_peers(70, aws_quotas=raised))
+    assert list(found) == ["wgmesh:mesh.aws_quotas.routes_per_table"]  # 69 WireGuard sources fit two groups of 5
+    assert "needs 72 route table entries, the quota is 50" in found["wgmesh:mesh.aws_quotas.routes_per_table"]
+    assert "route_summaries" in found["wgmesh:mesh.aws_quotas.routes_per_table"]
+    spec = load_stack(aws_peers(70, aws_quotas=raised, route_summaries=["172.16.0.0/12"]))
+    plan = spec.aws_plans["a0"]
+    assert plan.routes == ("10.255.0.0/24", "172.16.0.0/12")  # one route for every other VPC; its own local route wins
+    assert plan.route_entries == 4
+    # 69 other peers: 58 in the main group (after SSH from one admin CIDR and the VPC), 11 in a second one.
+    assert [len(group) for group in plan.wireguard_groups] == [58, 11]
+    assert plan.security_groups == 2
+    tight = AwsQuotas(security_groups_per_interface=1)
+    found = problems(
+        aws_peers(
+            70,
+            aws_quotas={**raised, "security_groups_per_interface": tight.security_groups_per_interface},
+            route_summaries=["172.16.0.0/12"],
+        )
+    )
+    assert list(found) == ["wgmesh:mesh.aws_quotas.security_groups_per_interface"]
+    assert "needs 2 security groups" in found["wgmesh:mesh.aws_quotas.security_groups_per_interface"]
+
+
+def test_a_summary_may_not_cover_an_external_peers_public_address() -> None:
+    raw = stack(route_summaries=["192.168.0.0/16"])
+    raw["peers"][2]["endpoint"] = "192.168.99.1:51820"
+    found = problems(raw)
+    assert "wgmesh:mesh.route_summaries" in found and "'pub'" in found["wgmesh:mesh.route_summaries"]

@@ -133,6 +133,34 @@ def test_aws_credentials_by_oidc_or_secrets() -> None:
         assert keys["aws-secret-access-key"] == "${{ secrets.AWS_SECRET_ACCESS_KEY }}"
 
 
+@pytest.mark.parametrize(
+    ("region", "override", "audience"),
+    [
+        ("cn-northwest-1", "", "sts.amazonaws.com.cn"),
+        ("cn-north-1", "", "sts.amazonaws.com.cn"),
+        ("eu-west-1", "", "sts.amazonaws.com"),
+        ("us-gov-west-1", "", "sts.amazonaws.com"),
+        ("cn-north-1", "sts.example.internal", "sts.example.internal"),
+    ],
+)
+def test_oidc_audience_follows_the_regions_partition(tmp_path: Path, region: str, override: str, audience: str) -> None:
+    """AWS China's STS only accepts tokens for sts.amazonaws.com.cn: the role step takes the audience the step before
+    it computes from the region (run here as the runner would run it)."""
+    for path in (PREVIEW, DEPLOY):
+        steps = [step for job in load(path)["jobs"].values() for step in job.get("steps", [])]
+        (pick,) = [step for step in steps if step.get("id") == "partition"]
+        (role,) = [
+            step for _job, step in steps_using(load(path), "aws-actions/configure-aws-credentials") if "role-to-assume" in step["with"]
+        ]
+        assert role["with"]["audience"] == "${{ steps.partition.outputs.audience }}"
+        assert steps.index(pick) < steps.index(role) and pick["if"] == role["if"]
+        assert pick["env"] == {"REGION": "${{ vars.AWS_REGION || 'cn-northwest-1' }}", "AUDIENCE": "${{ vars.AWS_OIDC_AUDIENCE }}"}
+        outputs = tmp_path / f"{path.stem}-{region}"
+        env = {"PATH": "/usr/bin:/bin", "REGION": region, "AUDIENCE": override, "GITHUB_OUTPUT": str(outputs)}
+        subprocess.run(["bash", "-e", "-c", pick["run"]], env=env, check=True, timeout=30)
+        assert outputs.read_text() == f"audience={audience}\n", path.name
+
+
 def test_secrets_only_through_expressions() -> None:
     for path in [*WORKFLOWS.glob("*.yml"), SETUP_ACTION]:
         text = path.read_text()
