@@ -17,7 +17,6 @@ the ratios are the point. Traffic stays inside the lab's namespaces.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -27,9 +26,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.lab import iperf3_bps, mbps, ms, rtt_ms
-from lab import Lab, LabError, check_prerequisites
-from lab.core import which
+from bench.lab import iperf3_bps, lab_bench_parser, lab_missing, mbps, ms, rtt_ms
+from lab import Lab
 from lab.deploy import LabStack
 
 NAMES = ("h1", "h2", "h3")
@@ -83,18 +81,10 @@ def measure(lab: Lab, seconds: float, rounds: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 duration per measurement")
+    parser = lab_bench_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="iperf3 runs per figure (the median is kept)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON")
-    args, _ignored = parser.parse_known_args()  # ./dev bench passes the same arguments to every bench script
-    try:
-        check_prerequisites()
-    except LabError as exc:
-        print(f"bench/ipv6.py skipped: {exc}")
-        return 0
-    if which("iperf3") is None or which("ss") is None:
-        print("bench/ipv6.py skipped: needs iperf3 and ss (apt-get install iperf3 iproute2)")
+    args, _ignored = parser.parse_known_args()
+    if lab_missing("bench/ipv6.py", needs_iperf=True):
         return 0
     with tempfile.TemporaryDirectory(prefix="wgmesh-bench-ipv6-") as tmp:
         lab = Lab(Path(tmp) / "lab")

@@ -134,16 +134,35 @@ def ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f} ms"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--peers", type=int, nargs="+", default=[3, 10, 30])
+def lab_bench_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options every lab benchmark takes; each script adds its own (``./dev bench`` passes the same arguments
+    to every script, so each parses with ``parse_known_args``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 duration per measurement")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON")
-    args, _ignored = parser.parse_known_args()  # ./dev bench passes the same arguments to every bench script
+    return parser
+
+
+def lab_missing(script: str, *, needs_iperf: bool) -> bool:
+    """Say why ``script`` cannot measure on this machine (no root, a missing tool) and return True; else False.
+
+    A benchmark that cannot run is not an error: it prints the reason and exits 0, like a skipped test."""
     try:
         check_prerequisites()
     except LabError as exc:
-        print(f"bench/lab.py skipped: {exc}")
+        print(f"{script} skipped: {exc}")
+        return True
+    if needs_iperf and (which("iperf3") is None or which("ss") is None):
+        print(f"{script} skipped: needs iperf3 and ss (apt-get install iperf3 iproute2)")
+        return True
+    return False
+
+
+def main() -> int:
+    parser = lab_bench_parser(__doc__)
+    parser.add_argument("--peers", type=int, nargs="+", default=[3, 10, 30])
+    args, _ignored = parser.parse_known_args()
+    if lab_missing("bench/lab.py", needs_iperf=False):
         return 0
     iperf = which("iperf3") is not None and which("ss") is not None
     results: dict[str, Any] = {"sizes": [], "machine": {"cpus": len(__import__("os").sched_getaffinity(0))}}

@@ -22,7 +22,6 @@ Everything runs on one machine (2 CPUs here), so read ratios, not absolute numbe
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -34,9 +33,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.ipv6 import compare
-from bench.lab import iperf3_bps, mbps, ms, rtt_ms
-from lab import Lab, LabError, check_prerequisites
-from lab.core import which
+from bench.lab import iperf3_bps, lab_bench_parser, lab_missing, mbps, ms, rtt_ms
+from lab import Lab
 from lab.deploy import LabStack, Pinger, wg_show, wireguard_pids
 
 HOSTS = ("h1", "h2", "h3", "h4", "h5")
@@ -122,18 +120,10 @@ def replacement(lab: Lab, stack: LabStack, relay: str, rounds: int) -> list[dict
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 duration per measurement")
+    parser = lab_bench_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="relay removals (each followed by its restore)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON")
-    args, _ignored = parser.parse_known_args()  # ./dev bench passes the same arguments to every bench script
-    try:
-        check_prerequisites()
-    except LabError as exc:
-        print(f"bench/relays.py skipped: {exc}")
-        return 0
-    if which("iperf3") is None or which("ss") is None:
-        print("bench/relays.py skipped: iperf3 or ss missing (apt-get install iperf3 iproute2)")
+    args, _ignored = parser.parse_known_args()
+    if lab_missing("bench/relays.py", needs_iperf=True):
         return 0
     with tempfile.TemporaryDirectory(prefix="wgmesh-bench-relays-") as tmp:
         lab = Lab(Path(tmp) / "lab")

@@ -7,6 +7,7 @@ fixtures belong in their own test modules.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
@@ -14,12 +15,16 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from mesh.keys import private_key_from_seed
 from mesh.render import MeshKeys
+
+if TYPE_CHECKING:
+    from lab import Lab
+    from lab.deploy import LabStack, UpResult
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "mesh.yaml"
@@ -90,6 +95,34 @@ def require_lab() -> None:
     except LabError as exc:
         pytest.skip(f"lab unavailable: {exc}")
     require_tools("ssh", "ping")
+
+
+@contextlib.contextmanager
+def running_lab(state_dir: Path, hosts: int, **options: Any) -> Iterator[Lab]:
+    """A lab of ``hosts`` hosts for a test module's fixture, always taken down afterwards, even when a test fails.
+
+    Waits its turn (up to 240 s) when another lab, from a concurrent test run, holds the machine's ``wgl-`` names.
+    """
+    require_lab()
+    from lab import Lab
+
+    shared = Lab(state_dir)
+    try:
+        shared.up(hosts, wait=240, **options)
+        yield shared
+    finally:
+        shared.down()
+
+
+def deployed(stack: LabStack, config: dict[str, Any], *, verified: bool = True) -> UpResult:
+    """One deploy through the program that must succeed; with ``verified``, every peer of ``config`` verified."""
+    result = stack.up(config)
+    assert result.ok, f"pulumi up failed: {result.error}"
+    if verified:
+        names = [peer["name"] for peer in config["wgmesh:mesh"]["peers"]]
+        outcome = {name: check["ok"] for name, check in result.verification.items()}
+        assert outcome == dict.fromkeys(names, True), result.verification
+    return result
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ from lab.deploy import (
     wireguard_pids,
 )
 from lab.executor import LabExecutor, SshResult
-from tests.conftest import require_lab
+from tests.conftest import deployed, running_lab
 
 pytestmark = pytest.mark.lab
 
@@ -66,13 +66,8 @@ KEY_TEXT = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    require_lab()
-    shared = Lab(tmp_path_factory.mktemp("e2e") / "state")
-    try:
-        shared.up(HOSTS, nat_peer=True, wait=240)  # another lab (a concurrent test run) may hold the machine: take turns
+    with running_lab(tmp_path_factory.mktemp("e2e") / "state", HOSTS, nat_peer=True) as shared:
         yield shared
-    finally:
-        shared.down()
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +75,9 @@ def stack(lab: Lab) -> LabStack:
     return LabStack(lab, command_timeout=180)
 
 
-def up(stack: LabStack, config: dict[str, Any]) -> UpResult:
-    result = stack.up(config)
-    assert result.ok, f"pulumi up failed: {result.error}"
-    return result
-
-
 def base(stack: LabStack) -> None:
     """Bring the stack to the three-peer base (a no-op when it is there already)."""
-    up(stack, stack.config(BASE))
+    deployed(stack, stack.config(BASE), verified=False)
 
 
 def assert_whole(lab: Lab, names: Sequence[str], *, timeout: float = 20) -> None:
@@ -126,7 +115,7 @@ def install_actions(result: UpResult) -> dict[str, list[str]]:
 
 
 def test_three_peer_mesh_all_pairs_lan_to_lan_and_handshakes(lab: Lab, stack: LabStack) -> None:
-    result = up(stack, stack.config(BASE))
+    result = deployed(stack, stack.config(BASE), verified=False)
     assert install_actions(result).get("create") == [f"{name}-install" for name in BASE], result.actions
     assert {name: check["ok"] for name, check in result.verification.items()} == dict.fromkeys(BASE, True), result.verification
     assert_whole(lab, BASE)
@@ -143,7 +132,7 @@ def test_adding_and_removing_a_fourth_peer_loses_no_packet(lab: Lab, stack: LabS
     pids = {name: wireguard_pids(lab, name) for name in BASE}
     h2, h3 = lab.host("h2"), lab.host("h3")
     with Pinger(lab, "h1", h2.tunnel_address) as tunnel, Pinger(lab, "h2-lan", h3.lan_client) as lan:
-        added = up(stack, stack.config((*BASE, "h4")))
+        added = deployed(stack, stack.config((*BASE, "h4")), verified=False)
     assert install_actions(added) == {"update": [f"{name}-install" for name in BASE], "create": ["h4-install"]}, added.actions
     assert all(check["ok"] for check in added.verification.values()), added.verification
     assert tunnel.stats and lan.stats
@@ -153,7 +142,7 @@ def test_adding_and_removing_a_fourth_peer_loses_no_packet(lab: Lab, stack: LabS
     assert_whole(lab, (*BASE, "h4"))
 
     with Pinger(lab, "h1", h2.tunnel_address) as tunnel, Pinger(lab, "h2-lan", h3.lan_client) as lan:
-        removed = up(stack, stack.config(BASE))
+        removed = deployed(stack, stack.config(BASE), verified=False)
     assert "h4-install" in removed.actions.get("delete", []), removed.actions
     assert (tunnel.stats and tunnel.stats.lost, lan.stats and lan.stats.lost) == (0, 0), (tunnel.stats, lan.stats)
     assert wg_show(lab, "h4") is None and wireguard_pids(lab, "h4") == []
@@ -170,7 +159,7 @@ def test_rotating_one_peers_keys_leaves_the_mesh_whole(lab: Lab, stack: LabStack
     old = wg_show(lab, "h2")
     assert old is not None
     pid = wireguard_pids(lab, "h2")
-    rotated = up(stack, stack.config(BASE, peer_settings={"h2": {"key_version": 2}}))
+    rotated = deployed(stack, stack.config(BASE, peer_settings={"h2": {"key_version": 2}}), verified=False)
     assert install_actions(rotated) == {"update": [f"{name}-install" for name in BASE]}, rotated.actions
     new = wg_show(lab, "h2")
     assert new is not None and new.public_key != old.public_key
@@ -205,7 +194,7 @@ def test_a_peer_whose_wireguard_dies_comes_back_after_a_reboot(lab: Lab, stack: 
     assert after is not None and wireguard_pids(lab, "h2") not in ([], pids)
     assert static(after) == static(before), "h2 came back with another config"
     assert_whole(lab, BASE)
-    again = up(stack, stack.config(BASE))
+    again = deployed(stack, stack.config(BASE), verified=False)
     assert set(again.actions) == {"noop"}, f"the reboot lost something the next pulumi up had to redo: {again.actions}"
 
 
@@ -253,7 +242,7 @@ def test_a_broken_config_is_rejected_and_the_old_one_stays_active(lab: Lab, stac
     assert static(wg_show(lab, "h1")) == static(old) and wireguard_pids(lab, "h1") == pids, "the running interface changed"
     assert (tunnel.stats and tunnel.stats.lost, lan.stats and lan.stats.lost) == (0, 0), (tunnel.stats, lan.stats)
     assert_whole(lab, BASE)
-    fixed = up(stack, stack.config(BASE))
+    fixed = deployed(stack, stack.config(BASE), verified=False)
     assert "h1-install" in fixed.actions.get("noop", []), f"the failed install was recorded as applied: {fixed.actions}"
 
 
@@ -265,7 +254,7 @@ def test_a_peer_behind_nat_without_endpoint_joins_through_its_keepalive(lab: Lab
     nat = lab.host(NAT_HOST)
     config = stack.config((*BASE, NAT_HOST), verify=False)
     assert "endpoint" not in next(peer for peer in config["wgmesh:mesh"]["peers"] if peer["name"] == NAT_HOST)
-    joined = up(stack, config)
+    joined = deployed(stack, config, verified=False)
     assert install_actions(joined) == {"update": [f"{name}-install" for name in BASE], "create": [f"{NAT_HOST}-install"]}
     assert [name for action, names in joined.actions.items() if action != "delete" for name in names if name.endswith("-verify")] == []
     own = wg_show(lab, NAT_HOST)
@@ -331,7 +320,7 @@ def test_a_host_showing_a_new_ssh_host_key_is_refused_before_anything_is_sent(la
     state = json.loads(stack.state_path.read_text())
     del state["resources"]["h2-host-key"]
     stack.state_path.write_text(json.dumps(state))
-    accepted = up(stack, stack.config(BASE))
+    accepted = deployed(stack, stack.config(BASE), verified=False)
     assert "h2-host-key" in accepted.actions.get("create", []) and "h2-install" in accepted.actions.get("update", []), accepted.actions
     assert LabExecutor(stack.state_path).recorded()["h2-host-key"]["stdout"] != learned
     assert all(check["ok"] for check in accepted.verification.values()), accepted.verification

@@ -26,15 +26,14 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from lab import Lab, topology
-from lab.deploy import LabStack, UpResult, all_pairs, in_lab, lan_pairs, ping, tunnel_pairs, wg_show
+from lab.deploy import LabStack, all_pairs, in_lab, lan_pairs, ping, tunnel_pairs, wg_show
 from mesh.stackconfig import load_stack
-from tests.conftest import require_lab
+from tests.conftest import deployed, running_lab
 
 NAMES = ("h1", "h2", "h3")
 NAT_HOST = "h4"  # behind an IPv4-only NAT router: IPv6 inside the tunnel, IPv4 underneath
@@ -72,14 +71,9 @@ def test_a_dual_stack_lab_describes_a_dual_stack_mesh() -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    require_lab()
     require_ip6tables()
-    shared = Lab(tmp_path_factory.mktemp("e2e6") / "state")
-    try:
-        shared.up(len(NAMES) + 1, nat_peer=True, dual_stack=True, wait=240)  # another lab may hold the machine: take turns
+    with running_lab(tmp_path_factory.mktemp("e2e6") / "state", len(NAMES) + 1, nat_peer=True, dual_stack=True) as shared:
         yield shared
-    finally:
-        shared.down()
 
 
 def require_ip6tables() -> None:
@@ -94,14 +88,6 @@ def stack(lab: Lab) -> LabStack:
     return LabStack(lab, command_timeout=180)
 
 
-def up(stack: LabStack, config: dict[str, Any]) -> UpResult:
-    result = stack.up(config)
-    assert result.ok, f"pulumi up failed: {result.error}"
-    names = [peer["name"] for peer in config["wgmesh:mesh"]["peers"]]
-    assert {name: check["ok"] for name, check in result.verification.items()} == dict.fromkeys(names, True), result.verification
-    return result
-
-
 def assert_whole(lab: Lab, names: Sequence[str], *, timeout: float = 20) -> None:
     """Every pair answers over its tunnel addresses and LAN to LAN, IPv6 (``ping -6``) and IPv4."""
     for family in (6, 4):
@@ -113,7 +99,7 @@ def assert_whole(lab: Lab, names: Sequence[str], *, timeout: float = 20) -> None
 
 @pytest.mark.lab
 def test_dual_stack_mesh_answers_ping6_over_the_tunnel_and_lan_to_lan(lab: Lab, stack: LabStack) -> None:
-    up(stack, stack.config(NAMES))
+    deployed(stack, stack.config(NAMES))
     assert_whole(lab, NAMES)
     hosts = lab.hosts()
     shown = {name: wg_show(lab, name) for name in NAMES}
@@ -145,7 +131,7 @@ def mark_masquerade_packets(lab: Lab, host: str) -> int:
 
 @pytest.mark.lab
 def test_ipv6_masquerade_answers_for_a_lan_host_without_a_route_back(lab: Lab, stack: LabStack) -> None:
-    up(stack, stack.config(NAMES))
+    deployed(stack, stack.config(NAMES))
     hosts = lab.hosts()
     target = hosts[NO_ROUTE_BACK].lan_client6
     sources = [name for name in NAMES if name != NO_ROUTE_BACK]
@@ -212,7 +198,7 @@ def test_ipv6_endpoints_carry_the_mesh(lab: Lab, stack: LabStack) -> None:
     stack.destroy()
     try:
         with ipv4_wireguard_dropped(lab, NAMES):
-            up(stack, config)
+            deployed(stack, config)
             assert_whole(lab, NAMES)
             for name in NAMES:
                 interface = wg_show(lab, name)
@@ -233,5 +219,5 @@ def test_a_peer_behind_ipv4_nat_carries_ipv6_inside_its_tunnels(lab: Lab, stack:
     assert nat.public_address6 is None and nat.endpoint is None
     no_v6_underlay = in_lab(lab, NAT_HOST, ["ip", "-6", "route", "show", "dev", topology.PUBLIC_IF]).stdout
     assert "default" not in no_v6_underlay and "2001:db8" not in no_v6_underlay
-    up(stack, stack.config((*NAMES, NAT_HOST)))
+    deployed(stack, stack.config((*NAMES, NAT_HOST)))
     assert_whole(lab, (*NAMES, NAT_HOST))

@@ -25,14 +25,13 @@ a failed test does not cascade. Traffic stays inside the lab's namespaces.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import pytest
 
 from lab import Lab, topology
 from lab.deploy import LabStack, Pinger, UpResult, all_pairs, in_lab, lan_pairs, tunnel_pairs, wg_show
 from mesh.relays import choose_relay
-from tests.conftest import require_lab, require_tools
+from tests.conftest import deployed, require_tools, running_lab
 
 HOSTS = ("h1", "h2", "h3", "h4", "h5")
 PUBLIC = ("h1", "h2", "h3")
@@ -53,26 +52,14 @@ def test_the_lab_puts_the_last_hosts_behind_nat_routers_of_their_own() -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    require_lab()
     require_tools("ip6tables")
-    shared = Lab(tmp_path_factory.mktemp("relays") / "state")
-    try:
-        shared.up(len(HOSTS), nat_peer=len(NAT), dual_stack=True, wait=240)  # another lab may hold the machine: take turns
+    with running_lab(tmp_path_factory.mktemp("relays") / "state", len(HOSTS), nat_peer=len(NAT), dual_stack=True) as shared:
         yield shared
-    finally:
-        shared.down()
 
 
 @pytest.fixture(scope="module")
 def stack(lab: Lab) -> LabStack:
     return LabStack(lab, command_timeout=180)
-
-
-def up(stack: LabStack, config: dict[str, Any]) -> UpResult:
-    result = stack.up(config)
-    assert result.ok, f"pulumi up failed: {result.error}"
-    assert all(check["ok"] for check in result.verification.values()), result.verification
-    return result
 
 
 def relay_of(result: UpResult) -> str:
@@ -114,7 +101,7 @@ def forwarded_ipv6_packets(lab: Lab, relay: str) -> int:
 
 @pytest.mark.lab
 def test_two_peers_behind_two_nat_routers_talk_through_the_relay(lab: Lab, stack: LabStack) -> None:
-    result = up(stack, stack.config())
+    result = deployed(stack, stack.config())
     relay = relay_of(result)
     assert relay == choose_relay("h4", "h5", PUBLIC), "the automatic choice is the rendezvous one"
     assert "in the clear" in result.exports["relays"]["note"]
@@ -144,7 +131,7 @@ def test_two_peers_behind_two_nat_routers_talk_through_the_relay(lab: Lab, stack
 @pytest.mark.lab
 def test_ipv6_rides_the_relay_inside_ipv4_tunnels(lab: Lab, stack: LabStack) -> None:
     """h4 and h5 have no IPv6 outside (their NAT routers are IPv4 only): their IPv6 goes through the relay anyway."""
-    result = up(stack, stack.config())
+    result = deployed(stack, stack.config())
     relay = relay_of(result)
     hosts = lab.hosts()
     for name in NAT:
@@ -178,7 +165,7 @@ def test_ipv6_rides_the_relay_inside_ipv4_tunnels(lab: Lab, stack: LabStack) -> 
 def test_a_pinned_relay_carries_the_pair(lab: Lab, stack: LabStack) -> None:
     automatic = choose_relay("h4", "h5", PUBLIC)
     pinned = next(name for name in PUBLIC if name != automatic)
-    result = up(stack, stack.config(peer_settings={"h4": {"relay": pinned}}))
+    result = deployed(stack, stack.config(peer_settings={"h4": {"relay": pinned}}))
     assert result.exports["relays"]["pairs"] == [{"peers": list(NAT), "relay": pinned, "pinned_by": "h4"}]
     before = relayed_bytes(lab, pinned)
     ping_h5_from_h4(lab, count=20, size=1000)
@@ -189,11 +176,11 @@ def test_a_pinned_relay_carries_the_pair(lab: Lab, stack: LabStack) -> None:
 
 @pytest.mark.lab
 def test_removing_the_relay_moves_the_pair_to_another_relay(lab: Lab, stack: LabStack) -> None:
-    relay = relay_of(up(stack, stack.config()))
+    relay = relay_of(deployed(stack, stack.config()))
     remaining = [name for name in HOSTS if name != relay]
     h5 = lab.host("h5")
     with Pinger(lab, "h4", h5.tunnel_address) as tunnel, Pinger(lab, "h4-lan", h5.lan_client) as lan:
-        moved = up(stack, stack.config(remaining))
+        moved = deployed(stack, stack.config(remaining))
     successor = relay_of(moved)
     assert successor != relay and successor == choose_relay("h4", "h5", [name for name in PUBLIC if name != relay])
     assert f"{relay}-install" in moved.actions.get("delete", []), moved.actions

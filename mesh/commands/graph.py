@@ -29,7 +29,7 @@ EPILOG = (
     "Examples:\n"
     "  python -m mesh graph examples/mesh.yaml -o docs/topology.svg\n"
     "  python -m mesh graph examples/mesh.yaml --format mermaid     # paste into a README\n"
-    "  python -m mesh graph --stack zhy | dot -Tpng > mesh.png        # Pulumi.zhy.yaml"
+    "  python -m mesh graph --stack zhy -o mesh.png                   # Pulumi.zhy.yaml, drawn by Graphviz"
 )
 
 
