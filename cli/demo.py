@@ -146,7 +146,10 @@ def _lab_demo(args: argparse.Namespace) -> int:
         for host in hosts:
             where = f"endpoint {host.endpoint}" if host.endpoint else f"behind NAT (own address {host.address}, no endpoint)"
             print(f"  {host.name}  ssh root@{host.ssh_host:<14} {where:<48} LAN {host.lan_subnet}")
-        print(f"\npulumi up --stack lab: the real {program.name} with {lab.stack_path.name}, its remote commands run over SSH")
+        print(
+            f"\ndeploy --stack lab: the real {program.name} with {lab.stack_path.name}, run by the engine's stand-in "
+            "(no Pulumi engine can be built here: docs/lab.md), its remote commands run over SSH"
+        )
         stack = LabStack(lab, program=program, command_timeout=300)
         result = stack.up(stack.config())
         print(f"  {_actions(result.actions)} in {result.seconds:.1f}s")

@@ -105,6 +105,7 @@ def test_as_root_it_builds_the_mesh_on_the_lab_and_takes_it_down(tmp_path: Path,
         out = capsys.readouterr().out
         assert code == 0, out
         assert "h3  ssh root@198.51.100.13" in out and "behind NAT" in out
+        assert "run by the engine's stand-in" in out, "the demo must not pass the stand-in off as Pulumi's engine"
         assert re.search(r"9 create in [\d.]+s", out), out  # per host: its host key learned, install, verify
         for name in ("h1", "h2", "h3"):
             assert re.search(rf"^  {name}: ok in [\d.]+s: ", out, re.MULTILINE), out
