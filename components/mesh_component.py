@@ -71,6 +71,15 @@ class MeshComponent(pulumi.ComponentResource):
     relays: dict[str, Any]
 
     def __init__(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        try:
+            self._build(name, args, opts)
+        except Exception as exc:
+            # Its peers wait for this mesh to admit them: they fail now, carrying this error (see WireGuardPeer.abandon).
+            for peer in args.peers.values():
+                peer.abandon(f"MeshComponent {name!r} failed: {exc}")
+            raise
+
+    def _build(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None) -> None:
         _check_args(args)
         super().__init__("wgmesh:index:Mesh", name, None, opts)
         mesh = args.mesh
@@ -247,6 +256,11 @@ def _check_args(args: MeshArgs) -> None:
             raise ValueError(f"peer {peer.name!r}: WireGuardPeer listens on {component.listen_port}, the mesh says {peer.listen_port}")
         if peer.endpoint_pending and component.endpoint_host is None:
             raise ValueError(f"peer {peer.name!r}: the mesh expects a created endpoint but the WireGuardPeer has none")
+        if component.standalone:
+            raise ValueError(
+                f"peer {peer.name!r}: WireGuardPeerArgs.admit_wireguard_from is for a peer used on its own; "
+                "the mesh admits its members from each other: drop it"
+            )
 
 
 def _render(mesh: Mesh, peers: Mapping[str, WireGuardPeer], secret: pulumi.Output[str] | None) -> pulumi.Output[dict[str, str]]:
