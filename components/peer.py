@@ -396,7 +396,9 @@ class WireGuardPeer(pulumi.ComponentResource):
                 raise pulumi.RunError(
                     f"WireGuardPeer {self._name!r} was never given to a MeshComponent, so its security groups cannot get "
                     "their WireGuard entries: pass it in MeshArgs.peers, or, for a peer used on its own, set "
-                    "WireGuardPeerArgs.admit_wireguard_from (the CIDRs its WireGuard port admits)"
+                    "WireGuardPeerArgs.admit_wireguard_from (the CIDRs its WireGuard port admits). If the program "
+                    "raised an error before building its MeshComponent, that error is the cause: Pulumi reports only "
+                    "its last failure"
                 )
             await asyncio.sleep(ADMISSION_POLL_SECONDS)
 

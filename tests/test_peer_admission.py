@@ -144,3 +144,19 @@ def test_a_mesh_refuses_a_peer_that_admits_its_own_sources() -> None:
     error = outcome.get("error", "")
     assert "WireGuardPeer 'b' gets no WireGuard entries: MeshComponent 'm' failed" in error, outcome
     assert "peer 'a': WireGuardPeerArgs.admit_wireguard_from is for a peer used on its own" in error, outcome
+
+
+def test_an_external_peer_refuses_sources_to_admit() -> None:
+    """It has no security group: sources given to it would be silently ignored."""
+    outcome, _ = run_child(
+        """
+        from components import ExternalHostArgs
+
+        def program():
+            host = ExternalHostArgs(ssh_host="198.51.100.9")
+            WireGuardPeer("ext", WireGuardPeerArgs(host=host, admit_wireguard_from=["198.51.100.7/32"]))
+
+        finish(program)
+        """
+    )
+    assert "peer 'ext': admit_wireguard_from fills an AWS peer's security groups" in outcome.get("error", ""), outcome
