@@ -214,7 +214,7 @@ class WireGuardPeer(pulumi.ComponentResource):
             # The wait yields nothing: the entries come from an apply, which takes an Output as it is (from_input
             # would unwrap every entry into Outputs of its own, doubling the program's time at 100 peers).
             entries = pulumi.Output.from_input(self._wait_for_admission()).apply(lambda _: self._admitted)
-        groups = [self._group(name, index, host, vpc, tags, child, entries) for index in range(self._groups)]
+        groups = [self._group(name, index, vpc, tags, child, entries) for index in range(self._groups)]
         self.security_group = groups[0]
 
         interface = aws.ec2.NetworkInterface(
@@ -287,7 +287,6 @@ class WireGuardPeer(pulumi.ComponentResource):
         self,
         name: str,
         index: int,
-        host: AwsHostArgs,
         vpc: aws.ec2.Vpc,
         tags: Mapping[str, str],
         child: pulumi.ResourceOptions,
