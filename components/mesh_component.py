@@ -7,9 +7,10 @@ a ``pulumi-command`` ``remote.Command`` whose install script validates, swaps at
 restart when the interface is up (an update runs the same ``create`` script again: pulumi-command's default when no
 ``update`` is given). A config change changes that command's stdin, so only the peers whose config
 changed are touched; the command text carries the config's SHA-256 so that ``pulumi preview`` shows which, and,
-for an AWS peer, the instance's id, so that a replaced instance gets its config again (and nothing else is touched).
+for an AWS peer, the instance's id, so that a replaced instance gets its config again (and no other install runs).
 Every SSH connection pins the peer's host key (:attr:`WireGuardPeer.host_key`). Afterwards one verification command
-per peer waits for handshakes and pings every other tunnel address.
+per peer waits for handshakes and pings every other tunnel address; all of them run again whenever a config changes
+or a host is new (its instance or host key changed), since the others' sessions with a new host must be restarted.
 
 Everything all peers share goes through a ``pulumi.Stash``, a state-only resource, as a barrier: the peers' public
 addresses and keys, the rendered configs (a secret), and the end of every install before any verification. Each
@@ -70,6 +71,15 @@ class MeshComponent(pulumi.ComponentResource):
     relays: dict[str, Any]
 
     def __init__(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        try:
+            self._build(name, args, opts)
+        except Exception as exc:
+            # Its peers wait for this mesh to admit them: they fail now, carrying this error (see WireGuardPeer.abandon).
+            for peer in args.peers.values():
+                peer.abandon(f"MeshComponent {name!r} failed: {exc}")
+            raise
+
+    def _build(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None) -> None:
         _check_args(args)
         super().__init__("wgmesh:index:Mesh", name, None, opts)
         mesh = args.mesh
@@ -108,10 +118,12 @@ class MeshComponent(pulumi.ComponentResource):
             installs[peer_name] = self._install(name, mesh, peer_name, peer, args, [installs[relay] for relay in relays])
         verifications: dict[str, pulumi.Output[Any]] = {}
         if args.verify:
-            # Barrier 3: every install has finished before any peer verifies the whole mesh.
+            # Barrier 3: every install has finished before any peer verifies the whole mesh. It also carries every
+            # host's identity, so that a new host (a replaced instance, a reinstalled external host) makes every
+            # peer verify again, not only itself: see _hosts_digest.
             installed = pulumi.Stash(
                 f"{name}-installed",
-                input=pulumi.Output.all(mesh_digest=mesh_digest, public_keys=self.public_keys),
+                input=pulumi.Output.all(mesh_digest=mesh_digest, hosts_digest=_hosts_digest(peers), public_keys=self.public_keys),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=list(installs.values())),
             )
             for peer_name, peer in peers.items():
@@ -186,7 +198,7 @@ class MeshComponent(pulumi.ComponentResource):
         others = [(other.name, relays.get(other.name, other.name), list(map(str, other.addresses))) for other in mesh.others(peer_name)]
         script = installed.apply(
             lambda values: (
-                f"# wgmesh: verify {peer_name}, mesh sha256={values['mesh_digest']}\n"
+                f"# wgmesh: verify {peer_name}, mesh sha256={values['mesh_digest']}, hosts sha256={values['hosts_digest']}\n"
                 + verify_script(
                     mesh.interface,
                     [(other_name, values["public_keys"][carrier], address) for other_name, carrier, address in others],
@@ -202,6 +214,23 @@ class MeshComponent(pulumi.ComponentResource):
             logging=command.remote.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+
+def _hosts_digest(peers: Mapping[str, WireGuardPeer]) -> pulumi.Output[str]:
+    """A digest of every peer's host identity: its instance's id (AWS) and its pinned SSH host key.
+
+    Either changes when a host is new (a replaced instance, a reinstalled external host whose new key was accepted),
+    which is when its install runs again on a host with no WireGuard state. Every verify's text carries the digest,
+    so every peer verifies again in that update: the peers behind NAT keep sending keepalives on their session with
+    the old host, which the new one drops, and keepalives never start a handshake; the verify's pings are data,
+    after which WireGuard starts one within about 15 s. Without them those peers (and the new host's own verify,
+    which pings them) wait for the old session to expire, minutes later. One edge per host to the barrier, not N^2.
+    """
+    identities = {
+        peer_name: pulumi.Output.all(peer.instance.id if peer.instance is not None else None, peer.host_key)
+        for peer_name, peer in peers.items()
+    }
+    return pulumi.Output.all(**identities).apply(lambda known: hashlib.sha256(json.dumps(known, sort_keys=True).encode()).hexdigest())
 
 
 def _sources_except(mesh: Mesh, by_peer: Mapping[str, list[str]], name: str) -> list[str]:
@@ -227,6 +256,11 @@ def _check_args(args: MeshArgs) -> None:
             raise ValueError(f"peer {peer.name!r}: WireGuardPeer listens on {component.listen_port}, the mesh says {peer.listen_port}")
         if peer.endpoint_pending and component.endpoint_host is None:
             raise ValueError(f"peer {peer.name!r}: the mesh expects a created endpoint but the WireGuardPeer has none")
+        if component.standalone:
+            raise ValueError(
+                f"peer {peer.name!r}: WireGuardPeerArgs.admit_wireguard_from is for a peer used on its own; "
+                "the mesh admits its members from each other: drop it"
+            )
 
 
 def _render(mesh: Mesh, peers: Mapping[str, WireGuardPeer], secret: pulumi.Output[str] | None) -> pulumi.Output[dict[str, str]]:

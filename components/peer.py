@@ -15,7 +15,9 @@ Security groups (see :mod:`mesh.awsplan`): every rule is an inline entry of one 
 authorizes or revokes its own entries in place and no rule is replaced. The main group admits SSH from each
 ``admin_cidrs`` entry and everything from the peer's own VPC; WireGuard's port is admitted only from the other peers'
 addresses, in the main group and ``wireguard_groups - 1`` more. The mesh gives those addresses once every peer exists
-(:meth:`WireGuardPeer.admit_wireguard_from`): a peer must be given to a :class:`MeshComponent`.
+(:meth:`WireGuardPeer.admit_wireguard_from`); a peer used on its own takes them from
+``WireGuardPeerArgs.admit_wireguard_from``. A peer that gets neither fails the program with an error naming it (Pulumi
+would otherwise wait forever for its groups' entries): see :meth:`WireGuardPeer._wait_for_admission`.
 
 Every peer also knows its SSH host key: an external host's from its args, otherwise learned on first contact by a
 ``command.local.Command`` running ``ssh-keyscan`` where ``pulumi up`` runs, kept in state, re-learned only when
@@ -24,6 +26,7 @@ the instance is replaced (its id is the command's trigger). The mesh pins it on 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_network
@@ -43,6 +46,11 @@ SSH_PORT = 22
 ALL_IPV4 = "0.0.0.0/0"
 # How long the first contact waits for sshd: a new instance boots for a minute or two.
 HOST_KEY_SCAN_TIMEOUT = 900
+# An AWS peer waiting for a MeshComponent to admit it fails after this long with the program's own code no longer
+# running (an async program may still admit it after a short await), or after ADMISSION_LIMIT_SECONDS in all.
+ADMISSION_GRACE_SECONDS = 5.0
+ADMISSION_LIMIT_SECONDS = 600.0
+ADMISSION_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -95,6 +103,9 @@ class WireGuardPeerArgs:
     # (mesh.awsplan plans both).
     wireguard_groups: int = 1
     rules_per_group: int = AwsQuotas.inbound_rules_per_security_group
+    # A peer used without a MeshComponent (AWS only): the CIDRs its WireGuard port admits, at once. A mesh admits its
+    # members from each other and refuses a peer that has them.
+    admit_wireguard_from: pulumi.Input[Sequence[str]] | None = None
 
 
 class WireGuardPeer(pulumi.ComponentResource):
@@ -116,12 +127,20 @@ class WireGuardPeer(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: WireGuardPeerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         _check_keys(name, args.host)
+        if args.admit_wireguard_from is not None and not isinstance(args.host, AwsHostArgs):
+            raise ValueError(f"peer {name!r}: admit_wireguard_from fills an AWS peer's security groups, an external peer has none: drop it")
         super().__init__("wgmesh:index:WireGuardPeer", name, None, opts)
         self._name = name
         self.listen_port = args.listen_port
-        self._wireguard_ingress: list[Any] = []  # one resolver per group, filled by admit_wireguard_from
+        self.standalone = args.admit_wireguard_from is not None
+        self._groups = 0
         self._fixed_ingress: list[dict[str, Any]] = []
         self._rules_per_group = args.rules_per_group
+        # Each group's WireGuard entries, once known: from the args at once, or from the mesh (admit_wireguard_from).
+        self._admitted: pulumi.Output[list[list[dict[str, Any]]]] | None = None
+        self._refused = False
+        self._abandoned: str | None = None  # why the mesh that was to admit it failed
+        self._builder = _current_task()  # the task running the program's code: see _wait_for_admission
         self.private_key, self.public_key = key_pair(random_seed(f"{name}-key", key_version=args.key_version, parent=self))
         outputs: dict[str, object] = {"public_key": self.public_key}
         if isinstance(args.host, AwsHostArgs):
@@ -185,7 +204,17 @@ class WireGuardPeer(pulumi.ComponentResource):
         )
         gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=named("igw"), opts=child)
 
-        groups = [self._group(name, index, host, vpc, tags, child) for index in range(max(1, args.wireguard_groups))]
+        self._groups = max(1, args.wireguard_groups)
+        self._fixed_ingress = [_entry("tcp", SSH_PORT, SSH_PORT, cidr, "wgmesh ssh from admins") for cidr in host.admin_cidrs]
+        # Hosts in the VPC send their mesh-bound traffic through this instance.
+        self._fixed_ingress.append(_entry("-1", 0, 0, host.vpc_cidr, "wgmesh everything from its VPC"))
+        if args.admit_wireguard_from is not None:
+            entries = self._admitted = self._chunked(args.admit_wireguard_from)
+        else:
+            # The wait yields nothing: the entries come from an apply, which takes an Output as it is (from_input
+            # would unwrap every entry into Outputs of its own, doubling the program's time at 100 peers).
+            entries = pulumi.Output.from_input(self._wait_for_admission()).apply(lambda _: self._admitted)
+        groups = [self._group(name, index, vpc, tags, child, entries) for index in range(self._groups)]
         self.security_group = groups[0]
 
         interface = aws.ec2.NetworkInterface(
@@ -255,7 +284,13 @@ class WireGuardPeer(pulumi.ComponentResource):
         return {"vpc_id": vpc.id, "instance_id": self.instance.id, "public_ip": address.public_ip, "security_group_id": groups[0].id}
 
     def _group(
-        self, name: str, index: int, host: AwsHostArgs, vpc: aws.ec2.Vpc, tags: Mapping[str, str], child: pulumi.ResourceOptions
+        self,
+        name: str,
+        index: int,
+        vpc: aws.ec2.Vpc,
+        tags: Mapping[str, str],
+        child: pulumi.ResourceOptions,
+        entries: pulumi.Output[list[list[dict[str, Any]]]],
     ) -> aws.ec2.SecurityGroup:
         """Group ``index`` of the peer's interface: the main one (0) with its fixed entries and egress, then more
         WireGuard entries. Inline entries only, never separate rule resources on the same group (the provider would
@@ -265,12 +300,8 @@ class WireGuardPeer(pulumi.ComponentResource):
         travels inside the tunnel and reaches the instance on ``wg0``, never on this interface; ICMP from the VPC itself
         is admitted with the rest of its traffic.
         """
-        ingress, resolve = pulumi.deferred_output()
-        self._wireguard_ingress.append(resolve)
+        ingress = entries.apply(lambda groups: groups[index])
         if index == 0:
-            self._fixed_ingress = [_entry("tcp", SSH_PORT, SSH_PORT, cidr, "wgmesh ssh from admins") for cidr in host.admin_cidrs]
-            # Hosts in the VPC send their mesh-bound traffic through this instance.
-            self._fixed_ingress.append(_entry("-1", 0, 0, host.vpc_cidr, "wgmesh everything from its VPC"))
             return aws.ec2.SecurityGroup(
                 f"{name}-sg",
                 vpc_id=vpc.id,
@@ -292,12 +323,31 @@ class WireGuardPeer(pulumi.ComponentResource):
     def admit_wireguard_from(self, sources: pulumi.Input[Sequence[str]]) -> None:
         """Admit this peer's WireGuard port from ``sources`` (the other peers' addresses, in mesh order).
 
-        Called once by the mesh when every peer exists (the addresses are other peers' Elastic IPs). They fill the
-        groups in order, ``rules_per_group`` each; IPv6 addresses are left out (the interface has none).
+        Called once by the mesh when every peer exists (the addresses are other peers' Elastic IPs); a peer used on
+        its own gets them from ``WireGuardPeerArgs.admit_wireguard_from`` instead. They fill the groups in order,
+        ``rules_per_group`` each; IPv6 addresses are left out (the interface has none).
         """
-        if not self._wireguard_ingress:
+        if not self._groups:
             return
-        capacity, port, groups, fixed = self._rules_per_group, self.listen_port, len(self._wireguard_ingress), self._fixed_ingress
+        if self._admitted is not None:
+            given = "WireGuardPeerArgs.admit_wireguard_from" if self.standalone else "another MeshComponent"
+            raise ValueError(f"peer {self._name!r} already admits WireGuard from {given}: a peer belongs to one mesh")
+        if self._refused:
+            raise ValueError(f"peer {self._name!r} was admitted too late: give it to its MeshComponent before awaiting anything")
+        self._admitted = self._chunked(sources)
+
+    def abandon(self, reason: str) -> None:
+        """The mesh that was to admit this peer failed with ``reason``: the peer fails at once, saying so.
+
+        Otherwise it would wait out its grace and then report only its own error: Pulumi reports the last failure of
+        a program, not the first, so the mesh's error would be lost.
+        """
+        if self._admitted is None:
+            self._abandoned = reason
+
+    def _chunked(self, sources: pulumi.Input[Sequence[str]]) -> pulumi.Output[list[list[dict[str, Any]]]]:
+        """Each group's entries for ``sources``: the fixed ones first in the main group, then WireGuard's, in order."""
+        capacity, port, groups, fixed = self._rules_per_group, self.listen_port, self._groups, self._fixed_ingress
 
         def chunk(cidrs: Sequence[str]) -> list[list[dict[str, Any]]]:
             kept = list(dict.fromkeys(c for c in cidrs if ip_network(c).version == 4))
@@ -316,9 +366,40 @@ class WireGuardPeer(pulumi.ComponentResource):
                 start += size
             return out
 
-        chunked = pulumi.Output.from_input(sources).apply(chunk)
-        for index, resolve in enumerate(self._wireguard_ingress):
-            resolve(chunked.apply(lambda groups_, i=index: groups_[i]))
+        return pulumi.Output.from_input(sources).apply(chunk)
+
+    async def _wait_for_admission(self) -> None:
+        """Until a mesh admits this peer (its entries are then known); an error naming the peer and the fix if none does.
+
+        Pulumi cannot tell a component that the program has finished, and a resource input that never resolves makes
+        it wait forever, silently (pulumi/pulumi#18559). But a mesh admits its peers in MeshComponent's constructor,
+        that is while the program's code runs: once the task that built this peer has stopped running it (done, or
+        waiting on an await), no admission is coming. So this fails after ADMISSION_GRACE_SECONDS of that (a short
+        await in an async program is allowed), and after ADMISSION_LIMIT_SECONDS in all (``pulumi.runtime.test``
+        waits for a test's outputs inside the program's task, which would otherwise look busy forever). A blocking
+        call while the program builds its peers (an invoke's result read at once) is the program running: no count.
+        """
+        loop = asyncio.get_running_loop()
+        started = last = loop.time()
+        idle = 0.0
+        while self._admitted is None:
+            if self._abandoned is not None:
+                self._refused = True
+                raise pulumi.RunError(f"WireGuardPeer {self._name!r} gets no WireGuard entries: {self._abandoned}")
+            now = loop.time()
+            if not _is_running(self._builder):
+                idle += now - last
+            last = now
+            if idle >= ADMISSION_GRACE_SECONDS or now - started >= ADMISSION_LIMIT_SECONDS:
+                self._refused = True
+                raise pulumi.RunError(
+                    f"WireGuardPeer {self._name!r} was never given to a MeshComponent, so its security groups cannot get "
+                    "their WireGuard entries: pass it in MeshArgs.peers, or, for a peer used on its own, set "
+                    "WireGuardPeerArgs.admit_wireguard_from (the CIDRs its WireGuard port admits). If the program "
+                    "raised an error before building its MeshComponent, that error is the cause: Pulumi reports only "
+                    "its last failure"
+                )
+            await asyncio.sleep(ADMISSION_POLL_SECONDS)
 
     def _ubuntu_ami(self, host: AwsHostArgs) -> pulumi.Output[str]:
         """The newest Ubuntu LTS image of ``host.ami_owner``, by default Canonical's account in the provider's
@@ -336,6 +417,20 @@ class WireGuardPeer(pulumi.ComponentResource):
             opts=pulumi.InvokeOptions(parent=self, provider=host.provider),
         )
         return image.id
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    """The asyncio task running the caller (the program's code), if any."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no event loop running
+        return None
+
+
+def _is_running(task: asyncio.Task[Any] | None) -> bool:
+    """Whether ``task``'s code is executing right now: a callback runs while it does only inside a blocking call
+    that runs the event loop (``pulumi.runtime`` does so for an invoke's result read at once), never after an await."""
+    return task is not None and not task.done() and bool(getattr(task.get_coro(), "cr_running", False))
 
 
 def _is_ip(host: str) -> bool:

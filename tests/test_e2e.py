@@ -18,7 +18,9 @@ from inside the lab's namespaces (``ping``, ``wg show``), not from the program's
   the peer and the reason (redacted), the old config file and interface stay as they were and the tunnels keep
   carrying traffic; the next run with the good config has nothing to redo on that peer;
 * a peer behind NAT with no endpoint joins the mesh through its keepalive alone (with the program's verification
-  off, so nothing else sends traffic first): the others learn its NAT router's address from its handshake.
+  off, so nothing else sends traffic first): the others learn its NAT router's address from its handshake;
+* a public peer's host wiped and reinstalled (new SSH host key, no WireGuard), its new key accepted: only its install
+  runs again, and every peer verifies again, so the peer behind NAT restarts its session with it in the same update.
 
 One lab of five hosts (h5 behind NAT) for the module, taken down in a ``finally``; every test first brings the
 stack to the three-peer base, so a failed test does not cascade. Traffic stays inside the lab's namespaces.
@@ -60,6 +62,9 @@ pytestmark = pytest.mark.lab
 BASE = ("h1", "h2", "h3")
 HOSTS = 5  # h4: the peer added and removed; h5: behind NAT
 NAT_HOST = "h5"
+# WireGuard starts a handshake when data it sent got no answer for 15 s (Keepalive-Timeout + Rekey-Timeout), unless
+# any packet arrived meanwhile: waiting longer leaves no such timer running from earlier traffic.
+QUIET_SECONDS = 20
 # A private or preshared key as wg prints it: 43 base64 characters and one '='.
 KEY_TEXT = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
 
@@ -297,10 +302,7 @@ def test_a_host_showing_a_new_ssh_host_key_is_refused_before_anything_is_sent(la
     learned = LabExecutor(stack.state_path).recorded()["h2-host-key"]["stdout"]
     assert learned == " ".join(key.with_name(key.name + ".pub").read_text().split()[:2]), "h2's key was not learned"
 
-    for path in (key, key.with_name(key.name + ".pub")):
-        path.unlink()
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "h2.impostor", "-f", str(key)], check=True, timeout=30)
-    key.with_name(key.name + ".pub").chmod(0o600)
+    new_host_key(lab, "h2")
     lab.reboot("h2")  # sshd comes back with the new key; wg0 with the installed config
     conf = directory / "etc-wireguard" / "wg0.conf"
     old_conf = (conf.read_bytes(), conf.stat().st_mtime_ns)
@@ -317,14 +319,58 @@ def test_a_host_showing_a_new_ssh_host_key_is_refused_before_anything_is_sent(la
 
     # Accepting the new key is a decision: `pulumi up --replace <h2-host-key>` (here: drop its record, as a replace
     # would create it again). The next run learns the new key and installs over the pinned connection.
-    state = json.loads(stack.state_path.read_text())
-    del state["resources"]["h2-host-key"]
-    stack.state_path.write_text(json.dumps(state))
+    accept_host_key(stack, "h2")
     accepted = deployed(stack, stack.config(BASE), verified=False)
     assert "h2-host-key" in accepted.actions.get("create", []) and "h2-install" in accepted.actions.get("update", []), accepted.actions
     assert LabExecutor(stack.state_path).recorded()["h2-host-key"]["stdout"] != learned
     assert all(check["ok"] for check in accepted.verification.values()), accepted.verification
     assert_whole(lab, BASE)
+
+
+def new_host_key(lab: Lab, name: str) -> None:
+    """Give a host a new SSH host key (as a reinstall would); sshd shows it from its next start."""
+    key = lab.host_dir(lab.host(name)) / "ssh_host_ed25519_key"
+    for path in (key, key.with_name(key.name + ".pub")):
+        path.unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}.new", "-f", str(key)], check=True, timeout=30)
+    key.with_name(key.name + ".pub").chmod(0o600)
+
+
+def accept_host_key(stack: LabStack, name: str) -> None:
+    """`pulumi up --replace <name>-host-key`, as the executor's state sees it: the record is dropped, so the next
+    run learns the host's key again."""
+    state = json.loads(stack.state_path.read_text())
+    del state["resources"][f"{name}-host-key"]
+    stack.state_path.write_text(json.dumps(state))
+
+
+def test_a_reinstalled_public_host_is_installed_again_and_every_peer_verifies_again(lab: Lab, stack: LabStack) -> None:
+    """A public peer's host is wiped and reinstalled (new SSH host key, no WireGuard) and its new key accepted: only
+    its install runs again, but every peer verifies again, the one behind NAT included. The NAT peer still has a
+    session with the old host and its keepalives, which the new host drops, never start a handshake; its verify's
+    pings are data, which do, so the new host (which has no endpoint for it) reaches it within the same update."""
+    names = (*BASE, NAT_HOST)
+    base(stack)
+    deployed(stack, stack.config(names))
+    # A real replacement comes long after the last traffic. Right after it, the NAT peer's WireGuard would still be
+    # waiting (15 s) for an answer to the data it sent, and would start a new handshake by itself.
+    time.sleep(QUIET_SECONDS)
+    directory = lab.host_dir(lab.host("h2"))
+    new_host_key(lab, "h2")
+    for path in (directory / "etc-wireguard").iterdir():
+        path.unlink()
+    lab.reboot("h2", handshake_timeout=0)
+    assert wg_show(lab, "h2") is None, "h2 still has WireGuard after its reinstall"
+    accept_host_key(stack, "h2")
+
+    again = deployed(stack, stack.config(names), verified=False)
+    assert install_actions(again) == {"update": ["h2-install"], "noop": [f"{name}-install" for name in names if name != "h2"]}
+    verified = sorted(name for name in again.actions.get("update", []) if name.endswith("-verify"))
+    assert verified == [f"{name}-verify" for name in names], again.actions
+    outcome = {name: (check["ok"], check["seconds"]) for name, check in again.verification.items()}
+    assert {name: ok for name, (ok, _) in outcome.items()} == dict.fromkeys(names, True), again.verification
+    print(f"verify after h2's reinstall (ok, seconds): {outcome}")
+    assert_whole(lab, names)
 
 
 def test_mesh_icmp_never_arrives_outside_the_tunnel(lab: Lab, stack: LabStack) -> None:

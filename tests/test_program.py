@@ -424,18 +424,38 @@ def _commands(run: ProgramRun) -> dict[str, dict[str, Any]]:
     return {r.name: r.plain for r in run.mocks.resources if r.typ.startswith("command:")}
 
 
-def test_a_replaced_instance_is_installed_and_verified_again_and_no_other_peer_is_touched(zhy: ProgramRun) -> None:
+def test_a_replaced_instance_is_installed_again_and_every_peer_verifies_again(zhy: ProgramRun) -> None:
+    """Only the new instance is installed (and its host key learned) again, but every peer verifies again: the peers
+    behind NAT must send data to the new host (their keepalives never start a handshake) for the mesh to be whole."""
     after = run_program(ZHY, mocks=ReplacingMocks({"zhy-instance"}))
     before_commands, after_commands = _commands(zhy), _commands(after)
     changed = sorted(name for name in before_commands if before_commands[name] != after_commands[name])
     # Its host key is learned again (the scan's trigger is the instance id: a replace), its config installed again
-    # (the instance id is in the script: an update, never the uninstall a replace would run first), its mesh verified.
-    assert changed == ["zhy-host-key", "zhy-install", "zhy-verify"]
+    # (the instance id is in the script: an update, never the uninstall a replace would run first).
+    assert changed == ["bjs-verify", "pub-verify", "zhy-host-key", "zhy-install", "zhy-verify"]
     assert before_commands["zhy-host-key"]["triggers"] == ["zhy-instance-id"]
     assert after_commands["zhy-host-key"]["triggers"] == ["zhy-instance-id-2"]
     assert "(instance zhy-instance-id-2)" in after_commands["zhy-install"]["create"]
     assert after_commands["zhy-install"]["stdin"] == before_commands["zhy-install"]["stdin"]  # same config
     assert after.exports["configs"] == zhy.exports["configs"]
+    for peer in ("zhy", "bjs", "pub"):  # the verify's text itself changed, not only its connection
+        assert after_commands[f"{peer}-verify"]["create"] != before_commands[f"{peer}-verify"]["create"], peer
+        assert after_commands[f"{peer}-verify"]["create"].splitlines()[1:] == before_commands[f"{peer}-verify"]["create"].splitlines()[1:]
+    # And an unchanged stack changes no command at all.
+    assert _commands(run_program(ZHY)) == before_commands
+
+
+def test_a_new_host_key_of_an_external_peer_makes_every_peer_verify_again(zhy: ProgramRun) -> None:
+    """A reinstalled external host whose new key was accepted is a new host, like a replaced instance."""
+    pinned = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJPgDk9irDJeu7WkrONNflkmkYw9iBONUDZPwpGFfscz"
+    config = copy.deepcopy(ZHY)
+    config["wgmesh:mesh"]["peers"][2]["ssh_host_key"] = pinned
+    before = _commands(run_program(config))
+    config["wgmesh:mesh"]["peers"][2]["ssh_host_key"] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC1xFkK3JrBEAWJ8qfusMvXIUw+xkDzE2wIlhxeSGkiB"
+    after = _commands(run_program(config))
+    changed = sorted(name for name in before if before[name] != after[name])
+    assert changed == ["bjs-verify", "pub-install", "pub-verify", "zhy-verify"]
+    assert after["pub-install"]["create"] == before["pub-install"]["create"]  # only its connection's pinned key
 
 
 def test_every_ssh_connection_pins_the_peers_host_key(zhy: ProgramRun) -> None:
