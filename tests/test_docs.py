@@ -44,6 +44,8 @@ NOT_RUN: dict[str, str] = {
     "pulumi preview --stack zhy --policy-pack policy": CLOUD,
     "pulumi up --stack zhy --policy-pack policy": CLOUD,
     "pulumi preview --stack zhy --policy-pack policy --policy-pack-config policy-config.json": CLOUD,
+    "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:WireGuardPeer$command:local:Command::<peer>-host-key'": CLOUD,
+    "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:WireGuardPeer$aws:ec2/instance:Instance::<peer>-instance'": CLOUD,
 }
 
 
@@ -153,3 +155,20 @@ def test_lab_commands_work_as_written(doc: Path, tmp_path: Path) -> None:
         run("sudo .venv/bin/wgmesh lab down", checkout, timeout=120)
     assert failures == []
     assert not (checkout / "lab-state").exists(), "the documented sequence leaves no lab behind"
+
+
+COMMAND_WORDS = re.compile(r"^ {4}(sudo|pulumi|\.venv/|\./dev|wgmesh|python3?|flock|git|pip|apt-get|aws)\b")
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda path: path.name)
+def test_no_command_hides_in_an_indented_block(path: Path) -> None:
+    """Commands live in fenced ``sh`` blocks, where the test above finds them; an indented code block would hide
+    one from it."""
+    fenced, previous, hidden = False, "", []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and not previous.strip() and COMMAND_WORDS.match(line):
+            hidden.append(f"{path.name}:{number}: {line.strip()}")
+        previous = line
+    assert not hidden, "put these in a fenced ```sh block:\n" + "\n".join(hidden)
