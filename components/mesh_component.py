@@ -167,11 +167,13 @@ class MeshComponent(pulumi.ComponentResource):
         config = self.configs.apply(lambda configs: configs[peer_name])
         # The instance's id in the script: a replaced instance (same address, same config) is installed again.
         instance = peer.instance.id if peer.instance is not None else None
-        script = pulumi.Output.all(self.config_digests, instance).apply(
+        # Its own digest first: Output.all would lift the whole N-entry digest map into Outputs for each of N peers.
+        digest = self.config_digests.apply(lambda digests: digests[peer_name])
+        script = pulumi.Output.all(digest, instance).apply(
             lambda values: (
                 f"# wgmesh: install {mesh.interface} on {peer_name}"
                 + (f" (instance {values[1]})" if values[1] else "")
-                + f", config sha256={values[0][peer_name]}\n{wait}\n{body}"
+                + f", config sha256={values[0]}\n{wait}\n{body}"
             )
         )
         return command.remote.Command(

@@ -366,7 +366,10 @@ class WireGuardPeer(pulumi.ComponentResource):
                 start += size
             return out
 
-        return pulumi.Output.from_input(sources).apply(chunk)
+        # An Output (the mesh's) is applied as it is: from_input would lift each of its N addresses into an Output
+        # of its own, for each of N peers (N^2 Outputs).
+        given = sources if isinstance(sources, pulumi.Output) else pulumi.Output.from_input(sources)
+        return given.apply(chunk)
 
     async def _wait_for_admission(self) -> None:
         """Until a mesh admits this peer (its entries are then known); an error naming the peer and the fix if none does.
