@@ -465,29 +465,33 @@ def test_executor_create_noop_update_delete(lab: Lab, tmp_path: Path) -> None:
     from lab.executor import LabExecutor
 
     state = tmp_path / "executor.json"
-    declared = {"x-a": {"host": "h1", "stdin": "v1"}, "x-b": {"host": "h2", "stdin": "v1"}, "x-c": {"host": "h3", "stdin": "v1"}}
+    # Stand-ins for secret configs: with '-', which base64 (the SSH key in the state) never contains, so finding one
+    # in the state file can only mean the stdin leaked, never a chance match inside the key.
+    one, two = "secret-config-1", "secret-config-2"
+    declared = {"x-a": {"host": "h1", "stdin": one}, "x-b": {"host": "h2", "stdin": one}, "x-c": {"host": "h3", "stdin": one}}
     try:
         first = LabExecutor(state)
         assert run_commands(first, lab, declared) == {name: f"created {name}" for name in declared}
         assert first.summary() == {"create": ["x-a", "x-b", "x-c"]}
         assert stat.S_IMODE(state.stat().st_mode) == 0o600
-        assert "v1" not in state.read_text(), "stdin (a secret config) is kept as a hash only"
+        assert one not in state.read_text(), "stdin (a secret config) is kept as a hash only"
 
         again = LabExecutor(state)
         assert run_commands(again, lab, declared) == {name: f"created {name}" for name in declared}
         assert again.summary() == {"noop": ["x-a", "x-b", "x-c"]}
-        assert {name: command_log(lab, spec["host"], name) for name, spec in declared.items()} == {name: ["create v1"] for name in declared}
+        logs = {name: command_log(lab, spec["host"], name) for name, spec in declared.items()}
+        assert logs == {name: [f"create {one}"] for name in declared}
 
         changed = LabExecutor(state)
-        assert run_commands(changed, lab, {**declared, "x-a": {"host": "h1", "stdin": "v2"}})["x-a"] == "updated"
+        assert run_commands(changed, lab, {**declared, "x-a": {"host": "h1", "stdin": two}})["x-a"] == "updated"
         assert changed.summary() == {"noop": ["x-b", "x-c"], "update": ["x-a"]}
         # The previous stdout is offered with SetEnv; the lab's sshd (no AcceptEnv, like stock images) drops it.
-        assert command_log(lab, "h1", "x-a") == ["create v1", "update v2 env=unset"]
+        assert command_log(lab, "h1", "x-a") == [f"create {one}", f"update {two} env=unset"]
 
         dropped = LabExecutor(state)
-        run_commands(dropped, lab, {"x-a": {"host": "h1", "stdin": "v2"}, "x-c": {"host": "h3", "stdin": "v1"}})
+        run_commands(dropped, lab, {"x-a": {"host": "h1", "stdin": two}, "x-c": {"host": "h3", "stdin": one}})
         assert dropped.summary() == {"delete": ["x-b"], "noop": ["x-a", "x-c"]}
-        assert command_log(lab, "h2", "x-b") == ["create v1", "delete"]
+        assert command_log(lab, "h2", "x-b") == [f"create {one}", "delete"]
         assert sorted(dropped.recorded()) == ["x-a", "x-c"]
     finally:
         cleanup = LabExecutor(state)
