@@ -1,34 +1,38 @@
-"""WireGuard key material held in Pulumi state, turned into keys by the pure ``mesh.keys`` module.
+"""WireGuard key material held in Pulumi state as secrets only, turned into keys by the pure ``mesh.keys`` module.
 
-Keys are not generated in the program (they would change on every run): a ``random.RandomBytes`` resource keeps
-32 random bytes in the stack's state, encrypted like any secret, and the X25519 key pair is derived from them.
-Its ``keepers`` carry a ``key_version``: bumping it replaces the bytes, which is how keys are rotated on purpose.
+Keys are not generated in the program (they would change on every run): a ``random.RandomPassword`` keeps 64
+random characters in the stack's state, as a secret output, and the X25519 key pair (or the mesh secret) is
+derived from them (:func:`mesh.keys.seed_from_text`). Not ``RandomBytes``: pulumi-random makes a
+``RandomBytes``' base64 value its resource ID, and Pulumi never encrypts IDs, so its bytes would sit in the state
+in clear; a ``RandomPassword``'s ID is the constant ``none``. Its ``keepers`` carry a ``key_version``: bumping
+it replaces the text, which is how keys are rotated on purpose.
 """
 
 from __future__ import annotations
 
-import base64
-
 import pulumi
 import pulumi_random as random
 
-from mesh.keys import KEY_BYTES, private_key_from_seed, public_key
+from mesh.keys import private_key_from_seed, public_key, seed_from_text
+
+SEED_LENGTH = 64  # characters of [A-Za-z0-9]: 381 bits, more than the 256 a key needs
 
 
 def random_seed(name: str, *, key_version: int, parent: pulumi.Resource) -> pulumi.Output[str]:
-    """A secret base64 seed of 32 bytes kept in state; a new ``key_version`` draws new bytes."""
-    seed = random.RandomBytes(
+    """A secret random text kept in state (never in an ID); a new ``key_version`` draws a new one."""
+    seed = random.RandomPassword(
         name,
-        length=KEY_BYTES,
+        length=SEED_LENGTH,
+        special=False,
         keepers={"key_version": str(key_version)},
-        opts=pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["base64", "hex"]),
+        opts=pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["result", "bcryptHash"]),
     )
-    return pulumi.Output.secret(seed.base64)
+    return pulumi.Output.secret(seed.result)
 
 
 def seed_bytes(seed: str) -> bytes:
-    """Decode a seed produced by :func:`random_seed` (RandomBytes' standard base64)."""
-    return base64.b64decode(seed, validate=True)
+    """The 32 key bytes of a seed produced by :func:`random_seed`."""
+    return seed_from_text(seed)
 
 
 def key_pair(seed: pulumi.Output[str]) -> tuple[pulumi.Output[str], pulumi.Output[str]]:

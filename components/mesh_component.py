@@ -1,7 +1,7 @@
 """``MeshComponent``: every peer's wg-quick config, built from the peers' outputs and installed over SSH.
 
 The configs are rendered by the pure ``mesh`` package inside one ``Output.apply`` (so they exist only once every
-key and endpoint is known, and are secrets). Preshared keys derive from one ``RandomBytes`` mesh secret rather
+key and endpoint is known, and are secrets). Preshared keys derive from one ``RandomPassword`` mesh secret rather
 than N^2 stored ones. Each config goes to its host on the SSH session's stdin (never on a command line) through
 a ``pulumi-command`` ``remote.Command`` whose install script validates, swaps atomically and applies without
 restart when the interface is up (an update runs the same ``create`` script again: pulumi-command's default when no

@@ -4,7 +4,7 @@ No Pulumi CLI, engine or provider plugin exists on the lab machine (or in CI), s
 ``pulumi up``: it sets the stack config exactly as ``Pulumi.<stack>.yaml`` would, executes the program with
 ``pulumi.runtime.set_mocks``, waits for every registration, and returns the registered resources (type, name,
 inputs, provider, parent) and the stack's exports with their secretness. :class:`RecordingMocks` answers like the
-clouds would, deterministically: an Elastic IP gets a documentation address, ``RandomBytes`` bytes derived from its
+clouds would, deterministically: an Elastic IP gets a documentation address, ``RandomPassword`` a text derived from its
 name and keepers (so keys are stable across runs, as Pulumi's state keeps them, and change when ``key_version``
 does), ``get_ami`` an image id. :class:`lab.executor.LabExecutor` overrides ``new_resource`` for
 ``command:remote:Command`` to run the program's install commands for real over SSH.
@@ -105,10 +105,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         outputs = dict(args.inputs)
         if args.typ == "aws:ec2/eip:Eip":
             outputs["publicIp"] = fake_public_ip(args.name)
-        elif args.typ == "random:index/randomBytes:RandomBytes":
-            seed = hashlib.sha256(f"{self.salt}:{args.name}:{json.dumps(args.inputs.get('keepers'), sort_keys=True)}".encode()).digest()
-            outputs["base64"] = base64.b64encode(seed).decode()
-            outputs["hex"] = seed.hex()
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            seed = hashlib.sha256(f"{self.salt}:{args.name}:{json.dumps(args.inputs.get('keepers'), sort_keys=True)}".encode()).hexdigest()
+            outputs["result"] = (seed * 2)[: int(args.inputs.get("length", 64))]
         elif args.typ == "aws:ec2/keyPair:KeyPair":
             outputs["keyName"] = args.name
         elif args.typ == "pulumi:providers:aws":

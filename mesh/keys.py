@@ -21,6 +21,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_BYTES = 32
 PSK_SALT = b"wgmesh preshared key v1"
+SEED_SALT = b"wgmesh key seed v1"
+# A seed text (RandomPassword's secret result) must carry at least a key's worth of entropy: 64 characters of
+# [A-Za-z0-9] are 381 bits; anything under 43 such characters (256 bits) is refused.
+SEED_TEXT_MIN_CHARS = 43
 
 
 def decode_key(text: str) -> bytes:
@@ -59,6 +63,19 @@ def clamp(raw: bytes) -> bytes:
 def private_key_from_seed(seed: bytes) -> str:
     """The WireGuard private key made from 32 random bytes (e.g. Pulumi's ``RandomBytes``), clamped like wg's."""
     return encode_key(clamp(seed))
+
+
+def seed_from_text(text: str) -> bytes:
+    """32 key bytes from a secret random text (pulumi-random's ``RandomPassword`` result), by HKDF-SHA256.
+
+    Why a text and not ``RandomBytes``: pulumi-random uses a ``RandomBytes``' base64 value as its resource ID, which
+    Pulumi never encrypts, so every key seeded from one is readable in the state; a ``RandomPassword``'s ID is the
+    constant ``none`` and its ``result`` is a secret output. Changing this derivation changes every key of every
+    stack: a breaking change (``tests/test_keys.py`` pins known answers).
+    """
+    if not isinstance(text, str) or len(text) < SEED_TEXT_MIN_CHARS:
+        raise ValueError(f"a key seed text has at least {SEED_TEXT_MIN_CHARS} random characters")
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=SEED_SALT, info=b"").derive(text.encode("utf-8"))
 
 
 def generate_private_key() -> str:

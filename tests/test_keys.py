@@ -10,6 +10,7 @@ import pytest
 
 from mesh.keys import (
     PSK_SALT,
+    SEED_SALT,
     clamp,
     decode_key,
     derive_preshared_key,
@@ -18,6 +19,7 @@ from mesh.keys import (
     is_valid_key,
     private_key_from_seed,
     public_key,
+    seed_from_text,
 )
 from mesh.render import MeshKeys
 
@@ -115,3 +117,16 @@ def test_mesh_keys_cache_gives_the_same_keys_as_direct_derivation() -> None:
                 expected = derive_preshared_key(keys.mesh_secret, public_key(private[a]), public_key(private[b]))
                 assert keys.preshared_key(a, b) == expected == keys.preshared_key(b, a)
     assert MeshKeys(private, keys.mesh_secret) == keys, "the cache is not part of equality"
+
+
+def test_seed_from_text_is_hkdf_with_the_wgmesh_salt() -> None:
+    # Changing this output changes every key of every deployed stack: a breaking change.
+    text = "A" * 64
+    assert seed_from_text(text) == reference_hkdf(text.encode(), SEED_SALT, b"")
+    assert seed_from_text(text).hex() == "0b8b783fa6033f76a1c4677a6aca8c05b3dd166514680713fc41300893726857"
+    assert seed_from_text(text) != seed_from_text("A" * 63 + "B")
+
+
+def test_seed_text_must_carry_a_keys_worth_of_entropy() -> None:
+    with pytest.raises(ValueError, match="at least 43"):
+        seed_from_text("x" * 42)

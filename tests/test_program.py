@@ -58,7 +58,7 @@ def test_resource_types_and_counts(zhy: ProgramRun) -> None:
     expected = {typ: count * 2 for typ, count in per_aws_peer.items()}
     expected |= {
         "pulumi:providers:aws": 2,  # one per region
-        "random:index/randomBytes:RandomBytes": 4,  # a key seed per peer + one mesh secret
+        "random:index/randomPassword:RandomPassword": 4,  # a key seed per peer + one mesh secret
         "command:remote:Command": 6,  # install + verify per peer
         "command:local:Command": 3,  # each peer's SSH host key, learned on first contact (none is pinned in config)
         "pulumi:index:Stash": 3,  # the barriers: peers' addresses and keys, configs, installs done
