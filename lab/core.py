@@ -365,6 +365,12 @@ class Lab:
         if state is not None:
             state.record("files", str(Path(path).absolute()))
 
+    def keep_dir(self, path: Path) -> None:
+        """Record a directory kept for the lab that is up (the deploy's engine workspace): ``down`` removes it whole."""
+        state = self.state()
+        if state is not None and str(Path(path).absolute()) not in state.made("dirs"):
+            state.record("dirs", str(Path(path).absolute()))
+
     def _add_netns(self, state: LabState, name: str) -> None:
         result = run(["ip", "netns", "add", name], check=False)
         if result.returncode != 0:
@@ -661,6 +667,11 @@ LoginGraceTime 60
                 os.unlink(path)
                 removed["files"] += 1
             state.forget("files", path)
+        for path in state.made("dirs"):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed["files"] += 1
+            state.forget("dirs", path)
         self.state_path.unlink(missing_ok=True)
         if state.data.get("made_state_dir"):
             with contextlib.suppress(OSError):  # left in place (and said by `lab down`) if something else was put there

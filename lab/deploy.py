@@ -1,25 +1,25 @@
-"""The lab as a wgmesh stack: ``pulumi up`` of the real program on it, and checks made from inside its namespaces.
+"""The lab as a wgmesh stack: ``pulumi up`` of the real program on it through the real engine, and checks made
+from inside its namespaces.
 
-:class:`LabStack` is what ``pulumi up --stack lab`` would be if a Pulumi engine could run here: the lab's
-``Pulumi.lab.yaml`` config (edited the way a user edits a stack config: peers added or removed, ``key_version``
-bumped, a hook added) goes to :func:`lab.program.run_program`, which executes the real ``__main__.py`` with
-:class:`lab.executor.LabExecutor` as the mocks, so every ``remote.Command`` the program declares (install, verify)
-really runs over SSH on the lab hosts with the program's own scripts, stdin and connection details. One
-:meth:`LabStack.up` = one run + :meth:`~lab.executor.LabExecutor.finish` (the deletes of dropped resources).
+:class:`LabStack` is ``pulumi up --stack lab``: the lab's ``Pulumi.lab.yaml`` config (edited the way a user edits a
+stack config: peers added or removed, ``key_version`` bumped, a hook added) goes to the Pulumi engine through the
+Automation API (:mod:`lab.engine`), which runs the program and its providers: every ``remote.Command`` the program
+declares (install, verify) really runs over SSH on the lab hosts, with the engine's own diffing, ordering, deletes
+and state. The stack's workspace (backend, state, passphrase) lives in ``<lab state>/engine`` and goes with the lab.
 
 The checks (:func:`ping`, :func:`all_pairs`, :class:`Pinger`, :func:`wg_show`) run ``ping`` and ``wg`` inside the
 lab's namespaces through ``nsenter``: what a user of the servers would see, independent of the program's own
 verification. Every wait is bounded.
 
-Used by ``wgmesh demo``, ``bench/lab.py`` and ``tests/test_e2e.py``. Needs root (the lab does).
+Used by ``wgmesh demo``, ``bench/`` and the end-to-end tests. Needs root (the lab does).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -31,23 +31,26 @@ from typing import Any
 
 from lab.core import Lab, LabError, ns_inode, processes_in, tool_env
 from lab.core import run as run_command
-from lab.executor import CommandFailed, LabExecutor
-from lab.program import PROGRAM, run_program, stack_config
+from lab.engine import Operation, Workspace, summary_text
+from lab.program import stack_config
 
-STATE_FILE = "executor.json"
+ENGINE_DIR = "engine"
 PING_TIMEOUT = 1.0
 IN_FLIGHT_WINDOW = 0.25
 
 
 @dataclass
 class UpResult:
-    """One ``pulumi up``: how long it took, what the executor did, the stack outputs, and the failure if any."""
+    """One ``pulumi up``: how long it took, what the engine did to each resource (by name), the stack outputs, Pulumi's
+    own summary, and the failure if any (``failures``: resource name -> the engine's error for it)."""
 
     seconds: float
     actions: dict[str, list[str]]
     exports: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     failures: dict[str, str] = field(default_factory=dict)
+    summary: str = ""
+    stdout: str = ""
 
     @property
     def ok(self) -> bool:
@@ -58,41 +61,42 @@ class UpResult:
         """Each peer's verify result (``{"ok": ..., "peers": {...}}``), as the stack exports it."""
         return dict(self.exports.get("verification") or {})
 
-
-class _QuietFailedFutures(logging.Filter):
-    """After a failed registration asyncio reports every Output that depended on it ("Future exception was never
-    retrieved", one traceback each). The failure itself is reported once, by :meth:`LabStack.up`; drop the echoes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.getMessage().startswith("Future exception was never retrieved") and record.exc_info is None) and not (
-            record.exc_info is not None and isinstance(record.exc_info[1], CommandFailed)
+    @classmethod
+    def of(cls, operation: Operation) -> UpResult:
+        return cls(
+            seconds=operation.seconds,
+            actions=operation.actions,
+            exports=operation.outputs,
+            error=None if operation.ok else (operation.error or "failed"),
+            failures=operation.failures,
+            summary=summary_text(operation),
+            stdout=operation.stdout,
         )
 
 
-logging.getLogger("asyncio").addFilter(_QuietFailedFutures())
-
-
 class LabStack:
-    """The lab's stack: config from its ``Pulumi.lab.yaml``, Pulumi-like state in ``<lab state>/executor.json``."""
+    """The lab's stack: config from its ``Pulumi.lab.yaml``, deployed by the Pulumi engine (see the module doc)."""
 
-    def __init__(
-        self, lab: Lab, *, state_path: Path | None = None, program: Path = PROGRAM, parallel: int = 64, command_timeout: float = 900.0
-    ) -> None:
+    def __init__(self, lab: Lab, *, directory: Path | None = None, program: Callable[[], None] | None = None, parallel: int = 64) -> None:
         self.lab = lab
-        self.command_timeout = command_timeout
-        self.state_path = state_path or lab.state_dir / STATE_FILE
-        self.program = program
         self.parallel = parallel
+        self.directory = directory or lab.state_dir / ENGINE_DIR
         self._forget_stale_state()
-        lab.keep_file(self.state_path)  # the deploy's state describes the lab's hosts: `lab down` removes it with them
+        lab.keep_dir(self.directory)  # the stack's state describes the lab's hosts: `lab down` removes it with them
+        self.workspace = Workspace(self.directory, stack="lab", program=program)
 
     def _forget_stale_state(self) -> None:
-        """A state file older than the lab describes installs on hosts that no longer exist: start from nothing."""
+        """A workspace older than the lab describes installs on hosts that no longer exist: start from nothing."""
         state = self.lab.state()
         started = float(state.data.get("started", 0)) if state is not None else 0.0
         with contextlib.suppress(FileNotFoundError):
-            if self.state_path.stat().st_mtime < started:
-                self.state_path.unlink()
+            if self.directory.stat().st_mtime < started:
+                shutil.rmtree(self.directory)
+
+    @property
+    def engine(self) -> str:
+        """Which Pulumi CLI and which providers (official or test) ran."""
+        return self.workspace.engine.describe()
 
     def config(
         self,
@@ -115,26 +119,20 @@ class LabStack:
             config["wgmesh:verify"] = "false"
         return config
 
-    def executor(self) -> LabExecutor:
-        return LabExecutor(self.state_path, parallel=self.parallel, command_timeout=self.command_timeout)
+    def up(self, config: Mapping[str, Any], **options: Any) -> UpResult:
+        """One ``pulumi up`` with ``config``; never raises for a failed update (the result says what failed, like
+        ``pulumi up``'s exit status and diagnostics). ``options`` go to the engine (``expect_no_changes``, ``replace``)."""
+        self.workspace.set_config(config)
+        return UpResult.of(self.workspace.up(parallel=self.parallel, **options))
 
-    def up(self, config: Mapping[str, Any], *, executor: LabExecutor | None = None) -> UpResult:
-        """One ``pulumi up`` with ``config``: the real program, its commands run on the lab; never raises for a
-        failed command (the result says what failed, like ``pulumi up``'s exit status and diagnostics)."""
-        executor = executor or self.executor()
-        started = time.monotonic()
-        try:
-            run = run_program(config, stack="lab", mocks=executor, secrets={}, program=self.program)
-            executor.finish()
-        except CommandFailed as exc:
-            return UpResult(time.monotonic() - started, executor.summary(), error=str(exc), failures=dict(executor.failures))
-        except Exception as exc:  # a pulumi.RunError from the program (bad stack config), surfaced the same way
-            return UpResult(time.monotonic() - started, executor.summary(), error=f"{type(exc).__name__}: {exc}")
-        return UpResult(time.monotonic() - started, executor.summary(), exports=run.exports)
+    def preview(self, config: Mapping[str, Any], **options: Any) -> Operation:
+        """``pulumi preview`` of ``config``: :attr:`Operation.actions` says what each resource would undergo."""
+        self.workspace.set_config(config)
+        return self.workspace.preview(parallel=self.parallel, **options)
 
-    def destroy(self) -> list[str]:
-        """``pulumi destroy`` of the commands: every recorded resource's delete (uninstall), newest first."""
-        return self.executor().finish()
+    def destroy(self) -> UpResult:
+        """``pulumi destroy``: every resource's delete (the uninstalls), in dependency order."""
+        return UpResult.of(self.workspace.destroy(parallel=self.parallel))
 
 
 # ------------------------------------------------------------------------------------------------------ checks
@@ -250,6 +248,8 @@ class PingStats:
     transmitted: int
     received: int
     in_flight: int
+    # The longest run of consecutive probes without an answer, in seconds (runs x interval): how long the path was cut.
+    longest_gap: float = 0.0
 
     @property
     def lost(self) -> int:
@@ -299,7 +299,11 @@ class Pinger:
         # Sequence numbers start at 1; the last `tail` probes were sent within IN_FLIGHT_WINDOW of the stop.
         tail = max(1, round(IN_FLIGHT_WINDOW / self.interval))
         in_flight = sum(1 for seq in range(max(1, transmitted - tail + 1), transmitted + 1) if seq not in answered)
-        self.stats = PingStats(transmitted, received, in_flight)
+        run = longest = 0
+        for seq in range(1, transmitted - in_flight + 1):
+            run = 0 if seq in answered else run + 1
+            longest = max(longest, run)
+        self.stats = PingStats(transmitted, received, in_flight, round(longest * self.interval, 3))
 
 
 @contextlib.contextmanager

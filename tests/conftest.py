@@ -114,10 +114,12 @@ def running_lab(state_dir: Path, hosts: int, **options: Any) -> Iterator[Lab]:
         shared.down()
 
 
-def deployed(stack: LabStack, config: dict[str, Any], *, verified: bool = True) -> UpResult:
-    """One deploy through the program that must succeed; with ``verified``, every peer of ``config`` verified."""
-    result = stack.up(config)
+def deployed(stack: LabStack, config: dict[str, Any], *, verified: bool = True, **options: Any) -> UpResult:
+    """One ``pulumi up`` through the engine that must succeed (its summary printed); with ``verified``, every peer of
+    ``config`` verified. ``options`` go to the engine (``replace=[urn]``, ``expect_no_changes=True``)."""
+    result = stack.up(config, **options)
     assert result.ok, f"pulumi up failed: {result.error}"
+    print(result.summary)
     if verified:
         names = [peer["name"] for peer in config["wgmesh:mesh"]["peers"]]
         outcome = {name: check["ok"] for name, check in result.verification.items()}

