@@ -3,10 +3,10 @@
 1. Validate and render the example mesh (``examples/mesh.yaml``) into a fresh directory, removed at the end
    whatever happens (it holds private keys; ``--out DIR`` keeps the files): works anywhere, no root.
 2. As root with the lab's tools: build a three-host network-namespace lab (the last host behind NAT, with no
-   public endpoint), run the real Pulumi program (``__main__.py``) against the lab's stack file with the lab
-   executor as Pulumi's mocks, so the program's own ``remote.Command`` installs and verifications run over SSH
-   exactly as ``pulumi up --stack lab`` would run them; print every peer's verification and a LAN-to-LAN ping
-   across the mesh; take the lab down again (``--keep`` leaves it up for ``wgmesh lab exec``).
+   public endpoint), deploy the Pulumi program onto it with the real Pulumi engine (``pulumi up --stack lab``
+   through the Automation API, :mod:`lab.engine`): the program's own ``remote.Command`` installs and
+   verifications run over SSH; print Pulumi's summary, every peer's verification and a LAN-to-LAN ping across
+   the mesh; take the lab down again (``--keep`` leaves it up for ``wgmesh lab exec``).
 
 Without root (or a tool), step 2 is skipped with the reason and the command still succeeds: the demo shows what
 can be shown. Exit 1 only when something that ran failed (an invalid example, a failed install or check).
@@ -127,11 +127,12 @@ def _lab_demo(args: argparse.Namespace) -> int:
     # Imported here: the lab and the program harness load pulumi, which the rest of the CLI never needs.
     from lab import Lab, LabError
     from lab.deploy import LabStack, in_lab
-    from lab.program import PROGRAM
+    from lab.engine import EngineMissing, find_cli
 
-    program = PROGRAM if PROGRAM.is_file() else Path("__main__.py")
-    if not program.is_file():
-        raise UserError(f"the Pulumi program {PROGRAM} is not there: run the demo from the wgmesh checkout")
+    try:
+        find_cli()
+    except EngineMissing as exc:
+        raise UserError(str(exc)) from None
     lab = Lab(args.state)
     nat = not args.no_nat
     print(f"== 2/2 local lab: {LAB_PEERS} hosts" + (f", h{LAB_PEERS} behind NAT" if nat else "") + f" (state {lab.state_dir})")
@@ -146,13 +147,10 @@ def _lab_demo(args: argparse.Namespace) -> int:
         for host in hosts:
             where = f"endpoint {host.endpoint}" if host.endpoint else f"behind NAT (own address {host.address}, no endpoint)"
             print(f"  {host.name}  ssh root@{host.ssh_host:<14} {where:<48} LAN {host.lan_subnet}")
-        print(
-            f"\ndeploy --stack lab: the real {program.name} with {lab.stack_path.name}, run by the engine's stand-in "
-            "(no Pulumi engine can be built here: docs/lab.md), its remote commands run over SSH"
-        )
-        stack = LabStack(lab, program=program, command_timeout=300)
+        stack = LabStack(lab)
+        print(f"\npulumi up --stack lab ({lab.stack_path.name}): {stack.engine}")
         result = stack.up(stack.config())
-        print(f"  {_actions(result.actions)} in {result.seconds:.1f}s")
+        print("\n".join(f"  {line}" for line in result.summary.splitlines()))
         if not result.ok:
             print(f"  FAILED: {result.error}")
             return EXIT_INVALID
@@ -181,10 +179,6 @@ def _lab_demo(args: argparse.Namespace) -> int:
             removed = lab.down()  # the deploy's state and the stack file go with the hosts
             print(f"\nlab down: removed {', '.join(f'{count} {kind}' for kind, count in removed.items())}")
     return code
-
-
-def _actions(actions: dict[str, list[str]]) -> str:
-    return ", ".join(f"{len(names)} {action}" for action, names in sorted(actions.items())) or "nothing to do"
 
 
 def _verification(result: Any) -> str:

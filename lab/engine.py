@@ -291,6 +291,10 @@ class Workspace:
         )
         return dict(json.loads(result.stdout).get("deployment") or {})
 
+    def outputs(self) -> dict[str, Any]:
+        """The stack's outputs as the last update left them (secrets decrypted)."""
+        return {name: value.value for name, value in self.stack.outputs().items()}
+
     def state_files(self) -> list[Path]:
         """Every file the backend keeps for this stack: the checkpoint, its backups and history."""
         return sorted(path for path in (self.directory / "backend").rglob("*") if path.is_file())

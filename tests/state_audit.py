@@ -26,8 +26,6 @@ from mesh.keys import private_key_from_seed, public_key, seed_from_text
 
 SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
-# Secrets shorter than this ("true", a port) say nothing when found elsewhere.
-MIN_SECRET_LENGTH = 12
 TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{43,}")
 
 
@@ -51,8 +49,9 @@ def clear_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
 
 
 def secret_plaintexts(shown: Any) -> set[str]:
-    """Every string inside a secret of a ``--show-secrets`` export (decrypted secrets appear as their plaintext,
-    or as JSON text of it), plus each ``PrivateKey``/``PresharedKey`` value of any config among them."""
+    """The key material inside the secrets of a ``--show-secrets`` export: every token of 43 or more base64 or
+    word characters in a secret's strings (a WireGuard key, a key seed, a line of an SSH private key). A secret
+    object can hold plain facts too (a connection's host beside its key): those are not what leaks."""
     found: set[str] = set()
 
     def collect(value: Any) -> None:
@@ -63,8 +62,7 @@ def secret_plaintexts(shown: Any) -> set[str]:
             for item in value:
                 collect(item)
         elif isinstance(value, str):
-            found.add(value)
-            found.update(re.findall(r"(?:PrivateKey|PresharedKey)\s*=\s*(\S+)", value))
+            found.update(TOKEN.findall(value))
             try:
                 decoded = json.loads(value)
             except ValueError:
@@ -83,7 +81,17 @@ def secret_plaintexts(shown: Any) -> set[str]:
                 walk(item)
 
     walk(shown)
-    return {text for text in found if len(text) >= MIN_SECRET_LENGTH}
+    return found - public_tokens(shown)
+
+
+SSH_PUBLIC_KEY = re.compile(r"(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+) ([A-Za-z0-9+/=]+)")
+WG_PUBLIC_KEY = re.compile(r"PublicKey\s*=\s*(\S+)")
+
+
+def public_tokens(shown: Any) -> set[str]:
+    """Public keys anywhere in the export (SSH host keys, WireGuard ``PublicKey`` lines): never a leak."""
+    text = json.dumps(shown)
+    return set(SSH_PUBLIC_KEY.findall(text)) | set(WG_PUBLIC_KEY.findall(text.replace("\\n", "\n")))
 
 
 def keys_read_from(text: str) -> Iterator[str]:
@@ -108,7 +116,7 @@ def keys_read_from(text: str) -> Iterator[str]:
 def findings(clear: Any, shown: Any, public_keys: Iterable[str]) -> list[str]:
     """What in the clear export gives a secret away: one line each, naming the path."""
     published = set(public_keys)
-    plaintexts = secret_plaintexts(shown)
+    plaintexts = secret_plaintexts(shown) - published
     problems = []
     for path, text in clear_strings(clear):
         leaked = sorted(secret for secret in plaintexts if secret in text)
@@ -118,6 +126,11 @@ def findings(clear: Any, shown: Any, public_keys: Iterable[str]) -> list[str]:
         if derived:
             problems.append(f"{path}: read as a key, gives the public key of a peer ({sorted(derived)[0][:8]}...)")
     return problems
+
+
+def secrets_in_text(text: str, shown: Any, public_keys: Iterable[str]) -> list[str]:
+    """The secrets (key material, see :func:`secret_plaintexts`) that occur in ``text``: an engine's output, a log."""
+    return sorted(secret for secret in secret_plaintexts(shown) - set(public_keys) if secret in text)
 
 
 def file_findings(paths: Iterable[Path], shown: Any, public_keys: Iterable[str]) -> list[str]:

@@ -34,7 +34,7 @@ from lab import Lab
 from lab.deploy import LabStack, Pinger, all_pairs, lan_pairs, tunnel_pairs, wg_show
 from lab.engine import Workspace
 from tests.conftest import deployed, running_lab
-from tests.state_audit import file_findings, findings, secret_plaintexts
+from tests.state_audit import file_findings, findings, secret_plaintexts, secrets_in_text
 
 pytestmark = pytest.mark.lab
 
@@ -72,7 +72,7 @@ def test_state_holds_no_key_material_in_clear(stack: LabStack) -> None:
     assert any(path.name.endswith(".json") for path in files), files
     assert file_findings(files, shown, keys) == []
     # Pulumi's own summary and the engine's output: no secret either.
-    assert not [secret for secret in secret_plaintexts(shown) if secret in result.stdout]
+    assert secrets_in_text(result.stdout, shown, keys) == []
 
 
 def test_the_audit_catches_a_key_seeded_from_random_bytes(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_preview_lists_the_hosts_to_reinstall_and_no_secret(stack: LabStack) -> 
     installs = sorted(name for name in plan.actions.get("update", []) if name.endswith("-install"))
     assert installs == ["h2-install"], plan.actions
     assert sorted(name for name in plan.actions.get("same", []) if name.endswith("-install")) == ["h1-install", "h3-install"]
-    assert not [secret for secret in secret_plaintexts(shown) if secret in plan.stdout], "a secret in the preview"
+    assert secrets_in_text(plan.stdout, shown, public_keys(stack.workspace.outputs())) == [], "a secret in the preview"
     assert "sha256=" in plan.stdout, "the preview's diff does not show which config changed"
 
 

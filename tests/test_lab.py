@@ -1,4 +1,4 @@
-"""The network-namespace lab (``lab/``, ``wgmesh lab``) and the SSH executor (``lab/executor.py``).
+"""The network-namespace lab (``lab/``, ``wgmesh lab``).
 
 * a lab's whole life: up (3 hosts, the last behind NAT) leaves only the 198.51.100.0/24 route in the root
   namespace; down leaves no ``wgl-*`` namespace, veth, mount or process and is idempotent;
@@ -7,9 +7,6 @@
   reaches out but nobody reaches in, each host has its own ``/etc/wireguard``, ``/run`` and hostname, and a
   reboot brings an installed ``wg0`` back with new processes;
 * the stack file ``Pulumi.lab.yaml`` validates with the program's own stack-config parser;
-* the executor: create runs once, a rerun with the same inputs is a no-op, changed stdin runs update, a dropped
-  resource runs delete, a failure fails the registration and is not recorded, registrations run in parallel;
-  everything checked through files the commands write on the lab hosts;
 * CLI errors (not root, tools missing, no lab up) are one line and exit 1, without a traceback.
 
 Network rule: nothing leaves the namespaces the lab makes (the root namespace only talks to 198.51.100.0/24 on
@@ -28,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pulumi
 import pytest
 import yaml
 
@@ -195,7 +191,7 @@ def test_up_then_down_leaves_only_the_lab_route_and_then_nothing(tmp_path: Path)
 def test_lab_down_leaves_nothing_up_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`lab up` then `lab down` from a checkout's root: no stack file in the root, no state directory, no key.
 
-    The deploy's state (``executor.json``, kept beside the lab) goes too; a state directory that existed before
+    The deploy's engine workspace (its state, kept beside the lab) goes too; a state directory that existed before
     ``up`` stays, holding only what was there before.
     """
     require_lab()
@@ -206,10 +202,12 @@ def test_lab_down_leaves_nothing_up_wrote(tmp_path: Path, monkeypatch: pytest.Mo
     try:
         assert "stack file: " + str(tmp_path / "lab-state" / "Pulumi.lab.yaml") in capsys.readouterr().out
         assert not (tmp_path / "Pulumi.lab.yaml").exists(), "the generated stack file stays out of the root"
-        from lab.deploy import LabStack
+        from lab.deploy import ENGINE_DIR
 
-        deploy_state = LabStack(Lab("lab-state")).state_path
-        deploy_state.write_text("{}")
+        workspace = Lab("lab-state").state_dir / ENGINE_DIR
+        (workspace / "backend").mkdir(parents=True)
+        (workspace / "backend" / "lab.json").write_text("{}")
+        Lab("lab-state").keep_dir(workspace)
     finally:
         assert main(["lab", "down"]) == 0
     out = capsys.readouterr().out
@@ -422,138 +420,6 @@ def test_stack_yaml_of_a_nat_host(tmp_path: Path) -> None:
     config = yaml.safe_load(text)["config"]
     assert config["wgmesh:mesh"]["peers"][1]["ssh_host"] == "198.51.100.12"
     assert "endpoint" not in config["wgmesh:mesh"]["peers"][1]
-
-
-# ------------------------------------------------------------------------------------------------- executor
-
-
-def run_commands(executor: Any, lab: Lab, commands: dict[str, dict[str, str]]) -> dict[str, str]:
-    """One "pulumi up" of a fake program declaring ``remote.Command`` resources; their stdout by name."""
-    from pulumi_command import remote
-
-    key = lab.key_path.read_text()
-    pulumi.runtime.set_mocks(executor, project="wgmesh", stack="lab", preview=False)
-    outputs: dict[str, str] = {}
-
-    def program() -> pulumi.Output[Any]:
-        resources = {
-            name: remote.Command(
-                name,
-                connection=remote.ConnectionArgs(host=lab.host(spec["host"]).ssh_host, user="root", private_key=pulumi.Output.secret(key)),
-                create=f'printf "create %s\\n" "$(cat)" >> /etc/wireguard/{name}.log; echo created {name}',
-                update=f'printf "update %s env=%s\\n" "$(cat)" "${{PULUMI_COMMAND_STDOUT:-unset}}" >> /etc/wireguard/{name}.log; '
-                "echo updated",
-                delete=f'printf "delete\\n" >> /etc/wireguard/{name}.log',
-                stdin=pulumi.Output.secret(spec["stdin"]),
-                logging=remote.Logging.STDERR,
-            )
-            for name, spec in commands.items()
-        }
-        return pulumi.Output.all(**{name: resource.stdout for name, resource in resources.items()}).apply(outputs.update)
-
-    pulumi.runtime.test(program)()
-    executor.finish()
-    return outputs
-
-
-def command_log(lab: Lab, host: str, name: str) -> list[str]:
-    path = lab.host_dir(lab.host(host)) / "etc-wireguard" / f"{name}.log"
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def test_executor_create_noop_update_delete(lab: Lab, tmp_path: Path) -> None:
-    from lab.executor import LabExecutor
-
-    state = tmp_path / "executor.json"
-    # Stand-ins for secret configs: with '-', which base64 (the SSH key in the state) never contains, so finding one
-    # in the state file can only mean the stdin leaked, never a chance match inside the key.
-    one, two = "secret-config-1", "secret-config-2"
-    declared = {"x-a": {"host": "h1", "stdin": one}, "x-b": {"host": "h2", "stdin": one}, "x-c": {"host": "h3", "stdin": one}}
-    try:
-        first = LabExecutor(state)
-        assert run_commands(first, lab, declared) == {name: f"created {name}" for name in declared}
-        assert first.summary() == {"create": ["x-a", "x-b", "x-c"]}
-        assert stat.S_IMODE(state.stat().st_mode) == 0o600
-        assert one not in state.read_text(), "stdin (a secret config) is kept as a hash only"
-
-        again = LabExecutor(state)
-        assert run_commands(again, lab, declared) == {name: f"created {name}" for name in declared}
-        assert again.summary() == {"noop": ["x-a", "x-b", "x-c"]}
-        logs = {name: command_log(lab, spec["host"], name) for name, spec in declared.items()}
-        assert logs == {name: [f"create {one}"] for name in declared}
-
-        changed = LabExecutor(state)
-        assert run_commands(changed, lab, {**declared, "x-a": {"host": "h1", "stdin": two}})["x-a"] == "updated"
-        assert changed.summary() == {"noop": ["x-b", "x-c"], "update": ["x-a"]}
-        # The previous stdout is offered with SetEnv; the lab's sshd (no AcceptEnv, like stock images) drops it.
-        assert command_log(lab, "h1", "x-a") == [f"create {one}", f"update {two} env=unset"]
-
-        dropped = LabExecutor(state)
-        run_commands(dropped, lab, {"x-a": {"host": "h1", "stdin": two}, "x-c": {"host": "h3", "stdin": one}})
-        assert dropped.summary() == {"delete": ["x-b"], "noop": ["x-a", "x-c"]}
-        assert command_log(lab, "h2", "x-b") == [f"create {one}", "delete"]
-        assert sorted(dropped.recorded()) == ["x-a", "x-c"]
-    finally:
-        cleanup = LabExecutor(state)
-        cleanup.finish()  # nothing declared: deletes whatever is left
-        for host in ("h1", "h2", "h3"):
-            for log in (lab.host_dir(lab.host(host)) / "etc-wireguard").glob("x-*.log"):
-                log.unlink()
-
-
-def test_executor_failure_fails_the_registration_and_is_not_recorded(lab: Lab, tmp_path: Path) -> None:
-    from pulumi_command import remote
-
-    from lab.executor import CommandFailed, LabExecutor
-
-    executor = LabExecutor(tmp_path / "executor.json")
-    pulumi.runtime.set_mocks(executor, project="wgmesh", stack="lab", preview=False)
-
-    def program() -> pulumi.Output[Any]:
-        failing = remote.Command(
-            "x-fail",
-            connection=remote.ConnectionArgs(
-                host=lab.host("h1").ssh_host, user="root", private_key=pulumi.Output.secret(lab.key_path.read_text())
-            ),
-            create="echo 'wgmesh: rejected' >&2; exit 3",
-        )
-        return failing.stdout
-
-    with pytest.raises(CommandFailed, match=r"Process exited with status 3"):
-        pulumi.runtime.test(program)()
-    assert executor.summary() == {"failed": ["x-fail"]}
-    assert "wgmesh: rejected" in executor.failures["x-fail"]
-    assert executor.recorded() == {}
-
-
-def test_executor_runs_registrations_in_parallel_and_keeps_every_record(lab: Lab, tmp_path: Path) -> None:
-    from pulumi_command import remote
-
-    from lab.executor import LabExecutor
-
-    state = tmp_path / "executor.json"
-    executor = LabExecutor(state)
-    pulumi.runtime.set_mocks(executor, project="wgmesh", stack="lab", preview=False)
-    key = lab.key_path.read_text()
-    count, pause = 12, 1.0
-
-    def program() -> pulumi.Output[Any]:
-        commands = [
-            remote.Command(
-                f"x-par{index}",
-                connection=remote.ConnectionArgs(host=lab.host(f"h{1 + index % 3}").ssh_host, private_key=pulumi.Output.secret(key)),
-                create=f"sleep {pause}; echo {index}",
-            )
-            for index in range(count)
-        ]
-        return pulumi.Output.all(*[command.stdout for command in commands])
-
-    started = time.monotonic()
-    pulumi.runtime.test(program)()
-    elapsed = time.monotonic() - started
-    executor.finish()
-    assert set(LabExecutor(state).recorded()) == {f"x-par{index}" for index in range(count)}
-    assert elapsed < count * pause / 2, f"{count} commands of {pause}s took {elapsed:.1f}s: not run in parallel"
 
 
 # ------------------------------------------------------------------------------------------------ CLI errors
