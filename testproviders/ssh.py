@@ -1,0 +1,226 @@
+"""A remote command over the system ``ssh`` client, as pulumi-command 1.2.1 runs one with Go's x/crypto/ssh.
+
+Taken from ``lab/executor.py`` (``run_ssh`` and its helpers), which keeps its own copy until it is retired:
+
+* the script goes to ssh as ONE argv element, which sshd hands verbatim to the login shell (``$SHELL -c
+  <script>``): what Go's ``session.Run(cmd)`` does. ``stdin`` is fed to ssh through a pipe;
+* everything ssh needs is in a private temporary directory (0700, see :class:`server.PrivateTempDir`): its config
+  (``-F``, so no ``~/.ssh/config`` applies), the private key (0600; never on a command line, never logged), the
+  pinned ``known_hosts`` and ssh's own log (``-E``: ssh's diagnostics go there, the remote command's stderr to
+  stderr, so a dial failure is told from a command that failed). The directory is removed afterwards, and when
+  the plugin is stopped with SIGTERM;
+* ``hostKey`` (an ``authorized_keys``-style ``type blob``) pins the server's key as ``ssh.FixedHostKey`` does:
+  only that key type is offered (``HostKeyAlgorithms``, as pulumi-command sets them) and any other key ends the
+  connection in the key exchange, before authentication, so nothing (no key, no stdin) reaches that host. Without
+  ``hostKey`` any key is accepted (``ssh.InsecureIgnoreHostKey``);
+* dial failures (connect, key exchange, authentication) are retried as pulumi-command's ``dialWithRetry`` does:
+  ``dialErrorLimit`` (default 10) failures are retried, so up to ``dialErrorLimit + 1`` attempts (-1: unlimited,
+  bounded here by :data:`MAX_DIAL_ATTEMPTS`), pausing 0.1 s, growing 1.5x up to 5 s (the Pulumi SDK's
+  ``retry.Until`` defaults), each connect bounded by ``perDialTimeout`` (default 15 s); the last failure is
+  reported as ``after N failed attempts: <Go's error text>`` (ssh's message mapped to x/crypto/ssh's wording);
+* ``environment`` and the previous ``PULUMI_COMMAND_STDOUT``/``_STDERR`` go as ``SetEnv``. Known difference: Go's
+  ``session.Setenv`` asks for a reply, so pulumi-command fails the command when sshd refuses an ``environment``
+  variable (no ``AcceptEnv``) and warns for the previous-output ones; OpenSSH's client asks for none, so here a
+  refused variable is silently dropped by sshd. A value ssh_config cannot carry (a newline) is not
+  sent (its NAME is logged at debug level in the engine's log stream; values never are).
+
+Not supported (the program uses none; :data:`CONNECTION_INPUTS` lists what is): ``password``,
+``privateKeyPassword``, ``proxy``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mesh.sshkeys import parse_ssh_key
+from testproviders import process
+from testproviders.server import PrivateTempDir, ProviderError
+
+DEFAULT_PORT = 22
+DEFAULT_USER = "root"
+DEFAULT_DIAL_ERROR_LIMIT = 10
+DEFAULT_PER_DIAL_TIMEOUT = 15
+MAX_DIAL_ATTEMPTS = 1000
+RETRY_DELAY, RETRY_BACKOFF, RETRY_MAX_DELAY = 0.1, 1.5, 5.0
+SECRET_MODE = 0o600
+# Connection properties (camelCase, as on the wire) this implementation honours.
+CONNECTION_INPUTS = frozenset({"host", "port", "user", "privateKey", "agentSocketPath", "dialErrorLimit", "perDialTimeout", "hostKey"})
+CONNECTION_DEFAULTS = {"port": DEFAULT_PORT, "user": DEFAULT_USER, "dialErrorLimit": DEFAULT_DIAL_ERROR_LIMIT, "perDialTimeout": 15}
+UNSUPPORTED = ("password", "privateKeyPassword", "proxy")
+
+
+class DialError(ProviderError):
+    """No SSH session could be had (after the retries)."""
+
+
+@dataclass(frozen=True)
+class SshResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    combined: str
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, SECRET_MODE)
+    try:
+        os.fchmod(fd, SECRET_MODE)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def setenv_lines(env: Mapping[str, str], skipped: Callable[[str], None] | None = None) -> list[str]:
+    """The ssh_config ``SetEnv`` line for ``env`` (none if empty); a variable it cannot carry goes to ``skipped``.
+
+    ONE line: ssh_config keeps the first ``SetEnv`` directive it reads and ignores any later one. Backslashes and
+    double quotes are escaped (ssh_config unescapes them); a newline cannot be carried at all.
+    """
+    pairs = []
+    for key, value in env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or "\n" in value or "\r" in value:
+            if skipped is not None:
+                skipped(key)
+            continue
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        pairs.append(f'"{key}={escaped}"')
+    return [f"SetEnv {' '.join(pairs)}"] if pairs else []
+
+
+def host_key_options(host_key: str | None, host: str, port: int, known_hosts: Path) -> list[str]:
+    """ssh_config lines that accept exactly ``host_key`` (or, without one, any key: pulumi-command's default)."""
+    if not host_key:
+        return ["StrictHostKeyChecking no", "UserKnownHostsFile /dev/null", "GlobalKnownHostsFile /dev/null"]
+    try:
+        kind, blob = parse_ssh_key(host_key)
+    except ValueError as exc:
+        raise ProviderError(f"failed to parse host key: {exc}") from None
+    pattern = host if port == DEFAULT_PORT else f"[{host}]:{port}"
+    _write_private(known_hosts, f"{pattern} {kind} {blob}\n")
+    return [
+        "StrictHostKeyChecking yes",
+        f"UserKnownHostsFile {known_hosts}",
+        "GlobalKnownHostsFile /dev/null",
+        f"HostKeyAlgorithms {kind}",
+        "CheckHostIP no",
+        "UpdateHostKeys no",
+        "VerifyHostKeyDNS no",
+    ]
+
+
+def go_dial_error(ssh_log: str, host: str, port: int) -> str:
+    """ssh's own error text in x/crypto/ssh's (and Go net's) wording, as pulumi-command would report it."""
+    endpoint = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    text = ssh_log.strip()
+    if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+        return "ssh: handshake failed: ssh: host key mismatch"
+    if "no matching host key type found" in text:
+        return "ssh: handshake failed: ssh: no common algorithm for host key"
+    if "Permission denied" in text:
+        return "ssh: handshake failed: ssh: unable to authenticate, attempted methods [none publickey], no supported methods remain"
+    if "Connection refused" in text:
+        return f"dial tcp {endpoint}: connect: connection refused"
+    if "timed out" in text:
+        return f"dial tcp {endpoint}: i/o timeout"
+    if "No route to host" in text:
+        return f"dial tcp {endpoint}: connect: no route to host"
+    if "Network is unreachable" in text:
+        return f"dial tcp {endpoint}: connect: network is unreachable"
+    if "Could not resolve hostname" in text:
+        return f"dial tcp: lookup {host}: no such host"
+    if "Connection closed" in text or "Connection reset" in text or "kex_exchange_identification" in text:
+        return "ssh: handshake failed: EOF"
+    return f"ssh: {text.splitlines()[-1] if text else 'connection failed'}"
+
+
+def dial_attempts(limit: Any) -> int:
+    """How many dials pulumi-command makes: ``dialErrorLimit`` failures are retried (-1: unlimited, bounded here)."""
+    limit = DEFAULT_DIAL_ERROR_LIMIT if limit is None else int(limit)
+    return MAX_DIAL_ATTEMPTS if limit < 0 else min(limit + 1, MAX_DIAL_ATTEMPTS)
+
+
+def run_ssh(
+    connection: Mapping[str, Any],
+    script: str,
+    *,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+    log_line: Callable[[str], None] | None = None,
+    log_stdout: bool = True,
+    log_stderr: bool = True,
+    on_retry: Callable[[int, int], None] | None = None,
+    on_skipped_env: Callable[[str], None] | None = None,
+    timeout: float | None = None,
+) -> SshResult:
+    """Run ``script`` on the connection's host (see the module doc); :class:`DialError` if no session was had."""
+    host = connection.get("host")
+    if not host:
+        raise ProviderError("connection.host is required")
+    for name in UNSUPPORTED:
+        if connection.get(name):
+            raise ProviderError(f"connection.{name} is not supported by the test provider (testproviders/ssh.py)")
+    port = int(connection.get("port") or DEFAULT_PORT)
+    user = connection.get("user") or DEFAULT_USER
+    per_dial = int(connection.get("perDialTimeout") if connection.get("perDialTimeout") is not None else DEFAULT_PER_DIAL_TIMEOUT)
+    limit = connection.get("dialErrorLimit")
+    attempts = dial_attempts(limit)
+    with PrivateTempDir("testproviders-ssh-") as tmp:
+        directory = Path(tmp)
+        options = [
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            # 0: no maximum, as pulumi-command's perDialTimeout 0
+            *([f"ConnectTimeout {per_dial}"] if per_dial > 0 else []),
+            "ServerAliveInterval 15",
+            "ServerAliveCountMax 4",
+            "ControlMaster no",
+            "ControlPath none",
+            "ForwardAgent no",
+            "ForwardX11 no",
+            "RequestTTY no",
+            "LogLevel ERROR",
+            "BatchMode yes",
+        ]
+        argv = ["ssh", "-F", str(directory / "config"), "-E", str(directory / "ssh.log")]
+        private_key = connection.get("privateKey")
+        if private_key:
+            key_path = directory / "key"
+            _write_private(key_path, private_key if private_key.endswith("\n") else private_key + "\n")
+            options += [f"IdentityFile {key_path}", "IdentitiesOnly yes"]
+        if connection.get("agentSocketPath"):
+            options.append(f"IdentityAgent {connection['agentSocketPath']}")
+        elif private_key:
+            options.append("IdentityAgent none")
+        options += host_key_options(connection.get("hostKey"), host, port, directory / "known_hosts")
+        options += setenv_lines(env or {}, on_skipped_env)
+        _write_private(directory / "config", "Host *\n" + "".join(f"  {line}\n" for line in options))
+        argv += ["-p", str(port), "-l", user, "--", host, script]
+        delay = RETRY_DELAY
+        for attempt in range(1, attempts + 1):
+            log_path = directory / "ssh.log"
+            log_path.unlink(missing_ok=True)
+            # ssh's own messages go to ssh.log (-E), so a failed dial streams nothing to the command's log.
+            result = process.run(argv, stdin=stdin, log_line=log_line, log_stdout=log_stdout, log_stderr=log_stderr, timeout=timeout)
+            ssh_log = log_path.read_text(errors="replace") if log_path.exists() else ""
+            if result.returncode != 255 or not ssh_log.strip():
+                return SshResult(result.returncode, result.stdout, result.stderr, result.combined)
+            error = go_dial_error(ssh_log, host, port)
+            if attempt == attempts:
+                raise DialError(f"after {attempt - 1} failed attempts: {error}")
+            if on_retry is not None:
+                on_retry(attempt, attempts)
+            time.sleep(delay)
+            delay = min(delay * RETRY_BACKOFF, RETRY_MAX_DELAY)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def retry_message(attempt: int, limit: Any) -> str:
+    """pulumi-command's status line for a failed dial that will be retried: ``Dial 3/10 failed: retrying``."""
+    shown = "inf" if limit is not None and int(limit) < 0 else str(DEFAULT_DIAL_ERROR_LIMIT if limit is None else int(limit))
+    return f"Dial {attempt}/{shown} failed: retrying"
