@@ -47,6 +47,8 @@ LOCAL_INPUTS = COMMON_INPUTS | {"interpreter", "dir"}
 REMOTE_INPUTS = COMMON_INPUTS | {"connection"}
 CONNECTION_INPUTS = ssh.CONNECTION_INPUTS
 NOT_IMPLEMENTED = {"assetPaths", "archivePaths"}
+# Input (object) types, by "<SDK package>:<Args class>", with the properties implemented for each.
+ARGS_TYPES = {"pulumi_command:ConnectionArgs": CONNECTION_INPUTS}
 
 
 def go_quote(text: str) -> str:
