@@ -4,11 +4,11 @@ Taken from ``lab/executor.py`` (``run_ssh`` and its helpers), which keeps its ow
 
 * the script goes to ssh as ONE argv element, which sshd hands verbatim to the login shell (``$SHELL -c
   <script>``): what Go's ``session.Run(cmd)`` does. ``stdin`` is fed to ssh through a pipe;
-* everything ssh needs is in a private temporary directory (0700, see :class:`server.PrivateTempDir`): its config
-  (``-F``, so no ``~/.ssh/config`` applies), the private key (0600; never on a command line, never logged), the
-  pinned ``known_hosts`` and ssh's own log (``-E``: ssh's diagnostics go there, the remote command's stderr to
-  stderr, so a dial failure is told from a command that failed). The directory is removed afterwards, and when
-  the plugin is stopped with SIGTERM;
+* the files ssh needs are kept off the disk (:class:`SshFiles`: in-memory files on Linux, else a private
+  temporary directory removed afterwards and on SIGTERM): its config (``-F``, so no ``~/.ssh/config`` applies),
+  the private key (0600; never on a command line, never logged), the pinned ``known_hosts`` and ssh's own log
+  (``-E``: ssh's diagnostics go there, the remote command's stderr to stderr, so a dial failure is told from a
+  command that failed);
 * ``hostKey`` (an ``authorized_keys``-style ``type blob``) pins the server's key as ``ssh.FixedHostKey`` does:
   only that key type is offered (``HostKeyAlgorithms``, as pulumi-command sets them) and any other key ends the
   connection in the key exchange, before authentication, so nothing (no key, no stdin) reaches that host. Without
@@ -93,7 +93,59 @@ def setenv_lines(env: Mapping[str, str], skipped: Callable[[str], None] | None =
     return [f"SetEnv {' '.join(pairs)}"] if pairs else []
 
 
-def host_key_options(host_key: str | None, host: str, port: int, known_hosts: Path) -> list[str]:
+class SshFiles:
+    """The files ssh reads (config, key, known_hosts) and writes (its log), secret ones included, kept off the disk.
+
+    Where the OS allows (Linux: ``memfd_create`` and ``/proc``) each is an anonymous in-memory file (mode 0600)
+    that ssh opens as ``/proc/<plugin pid>/fd/<n>`` (not ``/dev/fd``: ssh closes inherited descriptors first): no
+    path on any file system, gone with the plugin even when it is killed with SIGKILL. Elsewhere (or with
+    ``TESTPROVIDERS_SSH_FILES=tempdir``) they are 0600 files in a :class:`server.PrivateTempDir`, removed afterwards
+    and on SIGTERM.
+    """
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self._tmp: PrivateTempDir | None = None
+        memfd = hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd")
+        if not memfd or os.environ.get("TESTPROVIDERS_SSH_FILES") == "tempdir":
+            self._tmp = PrivateTempDir("testproviders-ssh-")
+
+    def __enter__(self) -> SshFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def add(self, name: str, text: str) -> str:
+        """Store ``text`` as ``name``; the path ssh is to open it by."""
+        if self._tmp is not None:
+            path = Path(self._tmp.path) / name
+            _write_private(path, text)
+            return str(path)
+        fd = os.memfd_create(f"testproviders-{name}", os.MFD_CLOEXEC)
+        self._fds[name] = fd
+        os.fchmod(fd, SECRET_MODE)
+        os.write(fd, text.encode())
+        return f"/proc/{os.getpid()}/fd/{fd}"
+
+    def truncate(self, name: str) -> None:
+        if self._tmp is not None:
+            _write_private(Path(self._tmp.path) / name, "")
+        else:
+            os.ftruncate(self._fds[name], 0)
+
+    def read(self, name: str) -> str:
+        if self._tmp is not None:
+            return (Path(self._tmp.path) / name).read_text(errors="replace")
+        fd = self._fds[name]
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+
+def host_key_options(host_key: str | None, host: str, port: int, files: SshFiles) -> list[str]:
     """ssh_config lines that accept exactly ``host_key`` (or, without one, any key: pulumi-command's default)."""
     if not host_key:
         return ["StrictHostKeyChecking no", "UserKnownHostsFile /dev/null", "GlobalKnownHostsFile /dev/null"]
@@ -102,7 +154,7 @@ def host_key_options(host_key: str | None, host: str, port: int, known_hosts: Pa
     except ValueError as exc:
         raise ProviderError(f"failed to parse host key: {exc}") from None
     pattern = host if port == DEFAULT_PORT else f"[{host}]:{port}"
-    _write_private(known_hosts, f"{pattern} {kind} {blob}\n")
+    known_hosts = files.add("known_hosts", f"{pattern} {kind} {blob}\n")
     return [
         "StrictHostKeyChecking yes",
         f"UserKnownHostsFile {known_hosts}",
@@ -170,8 +222,7 @@ def run_ssh(
     per_dial = int(connection.get("perDialTimeout") if connection.get("perDialTimeout") is not None else DEFAULT_PER_DIAL_TIMEOUT)
     limit = connection.get("dialErrorLimit")
     attempts = dial_attempts(limit)
-    with PrivateTempDir("testproviders-ssh-") as tmp:
-        directory = Path(tmp)
+    with SshFiles() as files:
         options = [
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
@@ -187,27 +238,25 @@ def run_ssh(
             "LogLevel ERROR",
             "BatchMode yes",
         ]
-        argv = ["ssh", "-F", str(directory / "config"), "-E", str(directory / "ssh.log")]
+        log_path = files.add("ssh.log", "")
         private_key = connection.get("privateKey")
         if private_key:
-            key_path = directory / "key"
-            _write_private(key_path, private_key if private_key.endswith("\n") else private_key + "\n")
+            key_path = files.add("key", private_key if private_key.endswith("\n") else private_key + "\n")
             options += [f"IdentityFile {key_path}", "IdentitiesOnly yes"]
         if connection.get("agentSocketPath"):
             options.append(f"IdentityAgent {connection['agentSocketPath']}")
         elif private_key:
             options.append("IdentityAgent none")
-        options += host_key_options(connection.get("hostKey"), host, port, directory / "known_hosts")
+        options += host_key_options(connection.get("hostKey"), host, port, files)
         options += setenv_lines(env or {}, on_skipped_env)
-        _write_private(directory / "config", "Host *\n" + "".join(f"  {line}\n" for line in options))
-        argv += ["-p", str(port), "-l", user, "--", host, script]
+        config_path = files.add("config", "Host *\n" + "".join(f"  {line}\n" for line in options))
+        argv = ["ssh", "-F", config_path, "-E", log_path, "-p", str(port), "-l", user, "--", host, script]
         delay = RETRY_DELAY
         for attempt in range(1, attempts + 1):
-            log_path = directory / "ssh.log"
-            log_path.unlink(missing_ok=True)
+            files.truncate("ssh.log")
             # ssh's own messages go to ssh.log (-E), so a failed dial streams nothing to the command's log.
             result = process.run(argv, stdin=stdin, log_line=log_line, log_stdout=log_stdout, log_stderr=log_stderr, timeout=timeout)
-            ssh_log = log_path.read_text(errors="replace") if log_path.exists() else ""
+            ssh_log = files.read("ssh.log")
             if result.returncode != 255 or not ssh_log.strip():
                 return SshResult(result.returncode, result.stdout, result.stderr, result.combined)
             error = go_dial_error(ssh_log, host, port)

@@ -130,7 +130,7 @@ def _read_port(process: subprocess.Popen) -> int:
 
 
 @contextlib.contextmanager
-def plugin(name: str, tmp_path: Path) -> Iterator[Plugin]:
+def plugin(name: str, tmp_path: Path, extra_env: dict[str, str] | None = None) -> Iterator[Plugin]:
     """The ``pulumi-resource-<name>`` shim running with a fake engine; its TMPDIR is a fresh directory."""
     engine = FakeEngine()
     engine_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -140,7 +140,7 @@ def plugin(name: str, tmp_path: Path) -> Iterator[Plugin]:
     shims = {path.name: path for path in install_shims(tmp_path / "bin")}
     tmpdir = tmp_path / f"{name}-tmp"
     tmpdir.mkdir()
-    env = {**os.environ, "TMPDIR": str(tmpdir)}
+    env = {**os.environ, "TMPDIR": str(tmpdir), **(extra_env or {})}
     process = subprocess.Popen(
         [str(shims[f"pulumi-resource-{name}"]), f"127.0.0.1:{engine_port}"], stdout=subprocess.PIPE, cwd=tmp_path, env=env
     )
@@ -499,17 +499,26 @@ def test_remote_command_failure_message(command_plugin: Plugin, sshd: Sshd) -> N
     assert raised.value.details() == 'Process exited with status 4: running "echo oops; exit 4":\noops\n'
 
 
-def test_remote_command_killed_plugin_leaves_no_temp_files(command_plugin: Plugin, sshd: Sshd) -> None:
-    urn = command_plugin.urn(REMOTE, "slow")
-    inputs = {"connection": sshd.connection(), "create": "echo started; sleep 30"}
-    with futures.ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(command_plugin.create, urn, inputs)
-        deadline = time.monotonic() + 20
-        while "started" not in command_plugin.engine.messages(urn) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert list(command_plugin.tmpdir.iterdir()), "the key's directory exists while the command runs"
-        command_plugin.process.send_signal(signal.SIGTERM)
-        assert command_plugin.process.wait(timeout=15) == 0
-        with pytest.raises(grpc.RpcError):
-            pending.result(timeout=15)
-    assert list(command_plugin.tmpdir.iterdir()) == []
+@pytest.mark.parametrize("files", ["memfd", "tempdir"])
+def test_remote_command_killed_plugin_leaves_no_temp_files(tmp_path: Path, sshd: Sshd, files: str) -> None:
+    """SIGTERM mid-command: the plugin stops its ssh and exits, leaving no file behind (in memory: none ever made)."""
+    with plugin("command", tmp_path, {"TESTPROVIDERS_SSH_FILES": files}) as running:
+        urn = running.urn(REMOTE, "slow")
+        inputs = {"connection": sshd.connection(), "create": "echo started; sleep 30", "stdin": "secret"}
+        with futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(running.create, urn, inputs)
+            deadline = time.monotonic() + 20
+            while "started" not in running.engine.messages(urn) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "started" in running.engine.messages(urn)
+            on_disk = list(running.tmpdir.rglob("*"))
+            if files == "memfd":
+                assert on_disk == [], "with in-memory files nothing of ssh's is ever on disk"
+            else:
+                assert {path.name for path in on_disk} >= {"key", "config", "known_hosts"}
+                assert all(path.stat().st_mode & 0o077 == 0 for path in on_disk)
+            running.process.send_signal(signal.SIGTERM)
+            assert running.process.wait(timeout=15) == 0
+            with pytest.raises(grpc.RpcError):
+                pending.result(timeout=15)
+        assert list(running.tmpdir.iterdir()) == []
