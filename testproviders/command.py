@@ -208,6 +208,8 @@ class RemoteCommand(_Command):
             )
         except subprocess.TimeoutExpired:
             raise ProviderError(f"context deadline exceeded: running {go_quote(command)}:\n") from None
+        if result.lost:  # x/crypto/ssh's error for a session that ended without an exit status
+            return "wait: remote command exited without exit status or exit signal", result.stdout, result.stderr, result.combined
         exit_error = f"Process exited with status {result.exit_code}" if result.exit_code else None
         return exit_error, result.stdout, result.stderr, result.combined
 

@@ -65,6 +65,21 @@ class SshResult:
     stdout: str
     stderr: str
     combined: str
+    lost: str = ""  # ssh's message when the session ended without an exit status (the connection broke)
+
+
+# What ssh says when it got no session (connect, key exchange, host key, authentication), as opposed to a session
+# that broke later ("Connection to X closed by remote host.", "Broken pipe", ...), which must not be retried: the
+# command may have run.
+DIAL_FAILURE = re.compile(
+    r"^(ssh: connect to host|ssh: Could not resolve hostname|kex_exchange_identification|Connection closed by |"
+    r"Connection reset by |Connection timed out during banner exchange|banner exchange|Host key verification failed|"
+    r"Unable to negotiate|.*Permission denied \(|@+\s*$|.*REMOTE HOST IDENTIFICATION HAS CHANGED|Bad owner or permissions|"
+    r"Load key )",
+    re.MULTILINE,
+)
+
+CLOSED_BY_REMOTE = re.compile(r"Connection to \S+ closed by remote host\.\r?\n\Z")
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -257,8 +272,14 @@ def run_ssh(
             # ssh's own messages go to ssh.log (-E), so a failed dial streams nothing to the command's log.
             result = process.run(argv, stdin=stdin, log_line=log_line, log_stdout=log_stdout, log_stderr=log_stderr, timeout=timeout)
             ssh_log = files.read("ssh.log")
+            closed = CLOSED_BY_REMOTE.search(result.stderr) if result.returncode == 255 else None
+            if closed:  # ssh prints this one on stderr itself, not in its log: not the command's output
+                stderr, combined = result.stderr[: closed.start()], result.combined.replace(closed.group(0), "", 1)
+                return SshResult(result.returncode, result.stdout, stderr, combined, lost=closed.group(0).strip())
             if result.returncode != 255 or not ssh_log.strip():
                 return SshResult(result.returncode, result.stdout, result.stderr, result.combined)
+            if result.combined or not DIAL_FAILURE.search(ssh_log):
+                return SshResult(result.returncode, result.stdout, result.stderr, result.combined, lost=ssh_log.strip())
             error = go_dial_error(ssh_log, host, port)
             if attempt == attempts:
                 raise DialError(f"after {attempt - 1} failed attempts: {error}")

@@ -522,3 +522,25 @@ def test_remote_command_killed_plugin_leaves_no_temp_files(tmp_path: Path, sshd:
             with pytest.raises(grpc.RpcError):
                 pending.result(timeout=15)
         assert list(running.tmpdir.iterdir()) == []
+
+
+def test_remote_command_broken_session_is_not_retried(command_plugin: Plugin, sshd: Sshd) -> None:
+    """A session that breaks after the command started fails at once (no dial retry: it may have run)."""
+    urn = command_plugin.urn(REMOTE, "broken")
+    count = sshd.directory / "broken-runs"
+    with pytest.raises(grpc.RpcError) as raised:
+        command_plugin.create(urn, {"connection": sshd.connection(), "create": f"echo run >> {count}; kill -9 $PPID"})
+    assert raised.value.details().startswith("wait: remote command exited without exit status or exit signal: running ")
+    assert count.read_text() == "run\n"
+
+
+def test_remote_command_refused_key_message(command_plugin: Plugin, sshd: Sshd, tmp_path: Path) -> None:
+    _keygen(tmp_path / "stranger")
+    urn = command_plugin.urn(REMOTE, "stranger")
+    inputs = {"connection": sshd.connection(privateKey=(tmp_path / "stranger").read_text(), dialErrorLimit=0), "create": "true"}
+    with pytest.raises(grpc.RpcError) as raised:
+        command_plugin.create(urn, inputs)
+    assert raised.value.details() == (
+        "after 0 failed attempts: ssh: handshake failed: ssh: unable to authenticate, attempted methods [none publickey], "
+        "no supported methods remain"
+    )
