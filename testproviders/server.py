@@ -274,11 +274,14 @@ class Provider(provider_pb2_grpc.ResourceProviderServicer):
     def Diff(self, request: provider_pb2.DiffRequest, context: grpc.ServicerContext) -> provider_pb2.DiffResponse:
         resource = self._resource(request.urn, request.type, context)
         old_inputs = to_dict(request.old_inputs) if request.HasField("old_inputs") else None
-        news = to_dict(request.news)
+        state, news = to_dict(request.olds), to_dict(request.news)
         for path in request.ignoreChanges:  # top-level paths only: enough for what these resources take
-            if old_inputs is not None and path in old_inputs:
-                news[path] = old_inputs[path]
-        result = resource.diff(to_dict(request.olds), news, old_inputs)
+            previous = old_inputs if old_inputs is not None else state
+            if path in previous:
+                news[path] = previous[path]
+            else:
+                news.pop(path, None)
+        result = resource.diff(state, news, old_inputs)
         return provider_pb2.DiffResponse(
             changes=provider_pb2.DiffResponse.DIFF_SOME if result.changed else provider_pb2.DiffResponse.DIFF_NONE,
             diffs=result.changed,

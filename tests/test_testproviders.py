@@ -544,3 +544,19 @@ def test_remote_command_refused_key_message(command_plugin: Plugin, sshd: Sshd, 
         "after 0 failed attempts: ssh: handshake failed: ssh: unable to authenticate, attempted methods [none publickey], "
         "no supported methods remain"
     )
+
+
+def test_go_quote_matches_strconv_quote() -> None:
+    from testproviders.command import go_quote
+
+    assert go_quote('a "b"\\c\n\té\x01\x7f') == '"a \\"b\\"\\\\c\\n\\té\\x01\\x7f"'
+
+
+def test_ignore_changes_hides_a_change(command_plugin: Plugin) -> None:
+    urn = command_plugin.urn(LOCAL, "ignored")
+    inputs = {"create": "true", "triggers": ["a"]}
+    resource_id, state = command_plugin.create(urn, inputs)
+    request = provider_pb2.DiffRequest(
+        id=resource_id, urn=urn, olds=_struct(state), news=_struct({**inputs, "triggers": ["b"]}), type=LOCAL, ignoreChanges=["triggers"]
+    )
+    assert command_plugin.stub.Diff(request, timeout=CALL_SECONDS).changes == DIFF.DIFF_NONE
