@@ -32,9 +32,17 @@ from typing import Any
 from lab.core import Lab, LabError, ns_inode, processes_in, tool_env
 from lab.core import run as run_command
 from lab.engine import Operation, Workspace, summary_text
-from lab.program import stack_config
 
 ENGINE_DIR = "engine"
+
+
+def stack_config(path: Path) -> dict[str, Any]:
+    """The ``config:`` map of a ``Pulumi.<stack>.yaml`` file."""
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["config"]
+
+
 PING_TIMEOUT = 1.0
 IN_FLIGHT_WINDOW = 0.25
 

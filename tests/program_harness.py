@@ -1,6 +1,5 @@
-"""The program harness for tests: :mod:`lab.program` (where the core lives, so that ``wgmesh demo`` and
-``bench/lab.py`` use it without importing from ``tests/``), with a fake SSH key as the default secret, plus
-:func:`synthetic_stack` for size tests and benchmarks.
+"""The program harness for the mock tests: :mod:`tests.mock_program`, with a fake SSH key as the default secret,
+plus :func:`synthetic_stack` for size tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -9,7 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lab.program import (
+from lab.deploy import stack_config
+from tests.mock_program import (
     PROGRAM,
     REPO,
     SECRET_SIG_KEY,
@@ -19,10 +19,9 @@ from lab.program import (
     Registered,
     fake_public_ip,
     is_secret_value,
-    stack_config,
     unwrap_secrets,
 )
-from lab.program import run_program as _run_program
+from tests.mock_program import run_program as _run_program
 
 __all__ = [
     "FAKE_SSH_KEY",
@@ -55,7 +54,7 @@ def run_program(
     program: Path = PROGRAM,
     project: str = "wgmesh",
 ) -> ProgramRun:
-    """:func:`lab.program.run_program`, with ``wgmesh:sshPrivateKey`` set to a fake key unless ``secrets`` is given
+    """:func:`tests.mock_program.run_program`, with ``wgmesh:sshPrivateKey`` set to a fake key unless ``secrets`` is given
     (the mock tests never connect anywhere; ``secrets={}`` runs with no secret at all)."""
     return _run_program(
         config,

@@ -2,7 +2,9 @@
 imports one above it.
 
     cli/         the ``wgmesh`` command: may import everything below
-    lab/         test equipment (network namespaces, the engine's stand-in): not cli/
+    lab/         test equipment (network namespaces, the engine through the Automation API): not cli/
+    testproviders/  test equipment: the command and random providers the engine runs where the official
+                 plugins are absent: pulumi's gRPC bindings and the pure core only
     components/  the Pulumi layer: mesh/ and hostside/ only, never the lab or the CLI
     hostside/    the scripts that run on the hosts: the standard library (and mesh/) only
     mesh/        the pure core: the standard library, PyYAML and cryptography only
@@ -22,13 +24,14 @@ import pytest
 
 from tests.conftest import REPO
 
-LOCAL = {"mesh", "hostside", "components", "lab", "cli", "policy", "bench", "tests"}
+LOCAL = {"mesh", "hostside", "components", "lab", "cli", "policy", "bench", "tests", "testproviders"}
 # Which top-level names each package may import besides the standard library and itself.
 ALLOWED = {
     "mesh": {"yaml", "cryptography"},
     "hostside": {"mesh"},
     "components": {"pulumi", "pulumi_aws", "pulumi_command", "pulumi_random", "mesh", "hostside"},
-    "lab": {"pulumi", "yaml", "mesh", "hostside", "components"},
+    "lab": {"pulumi", "yaml", "mesh", "hostside", "components", "testproviders"},
+    "testproviders": {"pulumi", "grpc", "google", "mesh", "bcrypt"},
     "cli": {"mesh", "lab"},
 }
 

@@ -26,7 +26,7 @@ import json, sys, time
 import pulumi, pulumi_aws as aws
 from components import AwsHostArgs, MeshArgs, MeshComponent, WireGuardPeer, WireGuardPeerArgs
 from components import peer as peer_module
-from lab.program import RecordingMocks
+from tests.mock_program import RecordingMocks
 from mesh.validation import load_mesh
 
 mocks = RecordingMocks()

@@ -1,16 +1,12 @@
-"""Run the real ``__main__.py`` under Pulumi's mocks: ``pulumi up`` where no Pulumi engine can be installed.
+"""Run the real program under Pulumi's mocks: the AWS resource graph, which no machine here can create.
 
-No Pulumi CLI, engine or provider plugin exists on the lab machine (or in CI), so :func:`run_program` stands in for
-``pulumi up``: it sets the stack config exactly as ``Pulumi.<stack>.yaml`` would, executes the program with
+:func:`run_program` sets the stack config exactly as ``Pulumi.<stack>.yaml`` would, executes ``__main__.py`` with
 ``pulumi.runtime.set_mocks``, waits for every registration, and returns the registered resources (type, name,
 inputs, provider, parent) and the stack's exports with their secretness. :class:`RecordingMocks` answers like the
-clouds would, deterministically: an Elastic IP gets a documentation address, ``RandomPassword`` a text derived from its
-name and keepers (so keys are stable across runs, as Pulumi's state keeps them, and change when ``key_version``
-does), ``get_ami`` an image id. :class:`lab.executor.LabExecutor` overrides ``new_resource`` for
-``command:remote:Command`` to run the program's install commands for real over SSH.
-
-Used by ``wgmesh demo``, ``bench/lab.py`` and the tests (``tests/program_harness.py`` re-exports it with
-a fake SSH key as the default secret). Imports pulumi, so :mod:`mesh` never imports this module at load time.
+clouds would, deterministically: an Elastic IP gets a documentation address, ``RandomPassword`` a text derived from
+its name and keepers (so keys are stable across runs and change when ``key_version`` does), ``get_ami`` an image
+id. Mocks choose resource IDs, so nothing about the state is proven here: the engine tests (``tests/test_engine.py``)
+do that. Every deploy onto real hosts goes through the real engine (:mod:`lab.engine`).
 """
 
 from __future__ import annotations
@@ -153,13 +149,6 @@ class ProgramRun:
     mocks: RecordingMocks
     exports: dict[str, Any]
     secret_exports: dict[str, bool]
-
-
-def stack_config(path: Path) -> dict[str, Any]:
-    """The ``config:`` map of a ``Pulumi.<stack>.yaml`` file."""
-    import yaml
-
-    return yaml.safe_load(path.read_text(encoding="utf-8"))["config"]
 
 
 def run_program(
