@@ -51,6 +51,8 @@ HOST_KEY_SCAN_TIMEOUT = 900
 ADMISSION_GRACE_SECONDS = 5.0
 ADMISSION_LIMIT_SECONDS = 600.0
 ADMISSION_POLL_SECONDS = 0.05
+# What a running instance keeps from its creation unless its peer is rebuilt: its image and its bootstrap.
+PINNED_INSTANCE_INPUTS = ("ami", "userData", "userDataBase64")
 
 
 @dataclass
@@ -71,6 +73,9 @@ class AwsHostArgs:
     ami_name_filter: str | None = None
     root_volume_size: int = 16
     tags: Mapping[str, str] = field(default_factory=dict)
+    # True: this run takes the current Ubuntu image and bootstrap (user data) for the instance, replacing it when
+    # either changed. False (the default): a running instance keeps the image and bootstrap it was created with.
+    rebuild: bool = False
 
 
 @dataclass
@@ -193,6 +198,9 @@ class WireGuardPeer(pulumi.ComponentResource):
         vpc = aws.ec2.Vpc(
             f"{name}-vpc", cidr_block=host.vpc_cidr, enable_dns_hostnames=True, enable_dns_support=True, tags=named("vpc"), opts=child
         )
+        # A new availability zone or CIDR replaces the subnet. Its replacement usually takes the same CIDR (by default
+        # the whole VPC's), which AWS refuses while the old subnet exists (InvalidSubnet.Conflict): delete it first,
+        # with what lives in it (interface, instance, association), then create the new one.
         subnet = aws.ec2.Subnet(
             f"{name}-subnet",
             vpc_id=vpc.id,
@@ -200,7 +208,7 @@ class WireGuardPeer(pulumi.ComponentResource):
             availability_zone=host.availability_zone,
             map_public_ip_on_launch=False,
             tags=named("public"),
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
         )
         gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=named("igw"), opts=child)
 
@@ -266,13 +274,23 @@ class WireGuardPeer(pulumi.ComponentResource):
                 volume_type="gp3", volume_size=host.root_volume_size, encrypted=True, delete_on_termination=True
             ),
             user_data=user_data_script(),
+            # A changed bootstrap, when it is taken at all (rebuild), is a new instance booting it: cloud-init runs
+            # user data once per instance, so an in-place update (a stop and start) would reboot it for nothing.
+            user_data_replace_on_change=True,
             tags=named("wireguard"),
-            # A newer Ubuntu image must not silently replace a running mesh member: upgrade on purpose with
-            # `pulumi up --replace <urn>`. The interface can be attached to one instance only: delete the old
-            # instance first, or its replacement fails with the interface "in use".
+            # A newer Ubuntu image or a release's new bootstrap must not replace (or reboot) every running mesh member
+            # at once: their changes are ignored, and only an instance created from scratch takes them. The engine
+            # keeps an ignored input's old value even when the instance is replaced for another reason (or with
+            # `pulumi up --replace`): `rebuild: true` lifts the ignore for one peer, on purpose (docs/aws.md).
+            # The interface can be attached to one instance only: delete the old instance first, or its
+            # replacement fails with the interface "in use".
             opts=pulumi.ResourceOptions.merge(
                 child,
-                pulumi.ResourceOptions(depends_on=[association, attachment], ignore_changes=["ami"], delete_before_replace=True),
+                pulumi.ResourceOptions(
+                    depends_on=[association, attachment],
+                    ignore_changes=[] if host.rebuild else list(PINNED_INSTANCE_INPUTS),
+                    delete_before_replace=True,
+                ),
             ),
         )
         self.endpoint_host = address.public_ip

@@ -71,6 +71,7 @@ def _peer_args(spec: StackSpec, peer: PeerSpec, providers: Mapping[str, aws.Prov
             ami_name_filter=settings.ami_name_filter,
             root_volume_size=settings.root_volume_size,
             tags=dict(spec.tags),
+            rebuild=settings.rebuild,
         )
     else:
         assert peer.external is not None

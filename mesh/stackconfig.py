@@ -60,6 +60,7 @@ AWS_FIELDS = frozenset(
         "ami_owner",
         "ami_name_filter",
         "root_volume_size",
+        "rebuild",
     }
 )
 EXTERNAL_FIELDS = frozenset({"ssh_host", "ssh_user", "ssh_port", "source_cidrs", "ssh_host_key"})
@@ -98,6 +99,7 @@ class AwsPeerSpec:
     ami_owner: str | None  # None: Canonical's account in the provider's partition
     ami_name_filter: str
     root_volume_size: int
+    rebuild: bool = False  # take the current image and bootstrap on this run (replaces the instance if they changed)
 
 
 @dataclass(frozen=True)
@@ -465,6 +467,10 @@ def _aws(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[dict[str
     if isinstance(volume, bool) or not isinstance(volume, int) or not 8 <= volume <= 16384:
         issues.add(f"{where}.root_volume_size", f"{volume!r} is not a size in GiB between 8 and 16384", "use e.g. 16")
         volume = DEFAULT_ROOT_VOLUME_GB
+    rebuild = item.get("rebuild", False)
+    if not isinstance(rebuild, bool):
+        issues.add(f"{where}.rebuild", f"{rebuild!r} is not true or false", "write rebuild: true for one `pulumi up`, then remove it")
+        rebuild = False
     for key in ("ami_id", "ami_owner", "ami_name_filter", "availability_zone"):
         value = item.get(key)
         if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -482,6 +488,7 @@ def _aws(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[dict[str
         "ami_owner": item.get("ami_owner"),
         "ami_name_filter": item.get("ami_name_filter") or default_ami_filter(instance_type),
         "root_volume_size": volume,
+        "rebuild": rebuild,
     }
     return settings, vpc
 

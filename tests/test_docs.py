@@ -46,6 +46,9 @@ NOT_RUN: dict[str, str] = {
     "pulumi preview --stack zhy --policy-pack policy --policy-pack-config policy-config.json": CLOUD,
     "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:WireGuardPeer$command:local:Command::<peer>-host-key'": CLOUD,
     "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:WireGuardPeer$aws:ec2/instance:Instance::<peer>-instance'": CLOUD,
+    "pulumi preview --stack <stack> --diff": CLOUD,
+    "pulumi up --stack <stack>": CLOUD,
+    "pulumi config set --path 'wgmesh:mesh.peers[0].availability_zone' cn-northwest-1b": ENGINE,
 }
 
 

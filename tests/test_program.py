@@ -395,8 +395,74 @@ def test_an_instance_is_deleted_before_its_replacement_is_created() -> None:
         run_program(ZHY)
     for peer in ("zhy", "bjs"):
         assert options[f"{peer}-instance"].delete_before_replace is True
-        assert options[f"{peer}-instance"].ignore_changes == ["ami"]  # a newer image never replaces it silently
+        # a newer image or bootstrap never replaces it silently
+        assert options[f"{peer}-instance"].ignore_changes == ["ami", "userData", "userDataBase64"]
     assert not options["zhy-eni"].delete_before_replace  # the interface, route table and address stay
+
+
+NEW_BOOTSTRAP = "#!/bin/sh\n# a later release's bootstrap\n"
+
+
+def test_a_new_bootstrap_replaces_or_reboots_no_running_instance_and_a_new_peer_boots_it() -> None:
+    """Two runs: a release whose bootstrap (user data) changed, over a deployed stack, plus one peer joining.
+
+    The mocks cannot diff, so this asserts what makes the engine's diff behave. The engine copies an ignored input's
+    old value from the state into the new inputs before diffing (``processIgnoreChanges``): with ``userData`` (and
+    ``userDataBase64``, ``ami``) ignored, the running instances have no diff at all, neither a replacement nor the
+    provider's in-place update (a stop and start). A resource with no old state has nothing to copy: the joining
+    peer's instance is created with the new bootstrap. ``user_data_replace_on_change`` makes a bootstrap that is
+    taken on purpose (``rebuild: true``, which lifts the ignore for that peer only) a fresh instance, never a reboot.
+    """
+    with resource_options() as before_options:
+        before = run_program(ZHY)
+    with mock.patch("components.peer.user_data_script", return_value=NEW_BOOTSTRAP), resource_options() as after_options:
+        after = run_program(_four_peers())
+    for peer in ("zhy", "bjs"):
+        name = f"{peer}-instance"
+        assert before.mocks.named(name).inputs["userData"] == user_data_script()
+        assert after.mocks.named(name).inputs["userData"] == NEW_BOOTSTRAP  # the goal changed ...
+        for options in (before_options, after_options):  # ... and the engine ignores it, in both runs
+            assert {"userData", "userDataBase64", "ami"} <= set(options[name].ignore_changes or []), name
+            assert not options[name].replace_on_changes
+        assert after.mocks.named(name).inputs["userDataReplaceOnChange"] is True
+    assert after.mocks.named("fra-instance").inputs["userData"] == NEW_BOOTSTRAP  # a new instance boots the new one
+
+    rebuilt = _four_peers()
+    rebuilt["wgmesh:mesh"]["peers"][1]["rebuild"] = True
+    with mock.patch("components.peer.user_data_script", return_value=NEW_BOOTSTRAP), resource_options() as options:
+        run_program(rebuilt)
+    assert options["bjs-instance"].ignore_changes == []  # bjs alone takes the new bootstrap, as a new instance
+    assert options["bjs-instance"].delete_before_replace is True
+    assert {"userData", "ami"} <= set(options["zhy-instance"].ignore_changes or [])
+
+
+def test_a_new_availability_zone_or_subnet_size_replaces_the_subnet_in_a_working_order() -> None:
+    """Two runs: the availability zone, then the subnet's size, change. A subnet's zone and CIDR force a new subnet,
+    whose CIDR (the whole VPC's, by default) AWS refuses while the old subnet exists (InvalidSubnet.Conflict): the
+    subnet is deleted before its replacement is created, and with it (the engine deletes the dependents a
+    delete-before-replace would replace first) the interface, the association and the instance, which is itself
+    delete-before-replace. The VPC, gateway, Elastic IP and security groups stay."""
+    moved = copy.deepcopy(ZHY)
+    moved["wgmesh:mesh"]["peers"][0]["availability_zone"] = "cn-northwest-1b"
+    with resource_options() as first:
+        before = run_program(ZHY)
+    with resource_options() as second:
+        after = run_program(moved)
+    assert "availabilityZone" not in before.mocks.named("zhy-subnet").inputs
+    assert after.mocks.named("zhy-subnet").inputs["availabilityZone"] == "cn-northwest-1b"
+    for options in (first, second):
+        assert options["zhy-subnet"].delete_before_replace is True
+        assert options["zhy-instance"].delete_before_replace is True
+        assert not options["zhy-vpc"].delete_before_replace and not options["zhy-eip"].delete_before_replace
+    assert after.mocks.named("zhy-eni").inputs["subnetId"] == "zhy-subnet-id"  # the interface lives in the subnet
+
+    smaller = copy.deepcopy(moved)
+    smaller["wgmesh:mesh"]["peers"][0]["subnet_cidr"] = "192.168.10.0/25"
+    with resource_options() as third:
+        resized = run_program(smaller)
+    assert resized.mocks.named("zhy-subnet").inputs["cidrBlock"] == "192.168.10.0/25"
+    assert resized.mocks.named("zhy-vpc").inputs["cidrBlock"] == "192.168.10.0/24"  # the VPC stays, and is routed
+    assert third["zhy-subnet"].delete_before_replace is True
 
 
 def test_the_configs_barrier_never_keeps_an_old_config() -> None:

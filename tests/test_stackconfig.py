@@ -238,3 +238,17 @@ def test_a_summary_may_not_cover_an_external_peers_public_address() -> None:
     raw["peers"][2]["endpoint"] = "192.168.99.1:51820"
     found = problems(raw)
     assert "wgmesh:mesh.route_summaries" in found and "'pub'" in found["wgmesh:mesh.route_summaries"]
+
+
+def test_rebuild_is_an_aws_peers_boolean() -> None:
+    raw = stack()
+    raw["peers"][0]["rebuild"] = "yes"
+    raw["peers"][2]["rebuild"] = True
+    found = problems(raw)
+    assert "is not true or false" in found["wgmesh:mesh.peers[0].rebuild"]
+    assert "not a field of a external peer" in found["wgmesh:mesh.peers[2].rebuild"]
+    raw = stack()
+    raw["peers"][0]["rebuild"] = True
+    spec = load_stack(raw)
+    assert spec.peers[0].aws is not None and spec.peers[0].aws.rebuild is True
+    assert spec.peers[1].aws is not None and spec.peers[1].aws.rebuild is False
