@@ -30,6 +30,8 @@ with the IPv6 part silently missing (see docs/ipv6.md).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -81,6 +83,34 @@ GRAVITON_FAMILY = re.compile(r"^(a1|[a-z]+\d+[a-z]*g[a-z]*)\.")
 KEY_NAME = re.compile(r"^[\x20-\x7e]{1,255}$")
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+WIREGUARD_KEY = re.compile(r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
+PRIVATE_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+_GENERATED = "wgmesh generates each peer's key pair and keeps it out of stack config; bump key_version to rotate it"
+# Key fields the CLI's mesh file knows, or a user may guess: never used by the program, so refused, with the fix.
+KEY_FIELDS: dict[str, tuple[str, str]] = {
+    "private_key": (
+        "a WireGuard private key in stack config is never used (the peer gets a generated key) and sits in plain text in "
+        "Pulumi.<stack>.yaml",
+        f"remove it and treat that key as exposed: {_GENERATED}",
+    ),
+    "public_key": (
+        "ignored: a peer's public key is derived from the key wgmesh generates",
+        f"remove it ({_GENERATED}; `pulumi stack output peers` shows each public key in use)",
+    ),
+    **{
+        key: (
+            "preshared keys in stack config are never used (wgmesh derives every pair's from a generated mesh secret) and "
+            "sit in plain text in Pulumi.<stack>.yaml",
+            "remove it and treat it as exposed: the preshared keys are generated",
+        )
+        for key in ("preshared_key", "preshared_keys", "psk")
+    },
+}
+KEY_VALUE_FIX = (
+    "keys never go in plain stack config: remove it (and treat it as exposed). WireGuard keys are generated (key_version "
+    "rotates one peer's); the SSH key that logs in to the peers is a secret: "
+    "`pulumi config set --secret wgmesh:sshPrivateKey < ~/.ssh/id_ed25519` (or a per-peer ssh_private_key_path)"
+)
 
 
 @dataclass(frozen=True)
@@ -186,6 +216,17 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
     unknown = sorted(set(raw) - MESH_FIELDS - PROGRAM_MESH_FIELDS)
     for key in unknown:
         issues.add(f"{path}.{key}", "unknown field", f"remove it; known fields: {', '.join(sorted(MESH_FIELDS | PROGRAM_MESH_FIELDS))}")
+    key_paths = frozenset(
+        f"{path}.peers[{index}].{key}"
+        for index, item in enumerate(raw.get("peers") if isinstance(raw.get("peers"), list) else [])
+        if isinstance(item, Mapping)
+        for key in item
+        if key in KEY_FIELDS
+    )
+    _key_shaped_values(issues, path, raw, key_paths)
+    # Where a key was found, other checks' messages could quote it (`'-----BEGIN ...' is not a login name`): only the
+    # key's own issue is kept there.
+    found_keys = {id(issue): issue.path for issue in issues.items}
     admin_cidrs = _admin_cidrs(issues, path, raw.get("admin_cidrs"))
     tags = _tags(issues, path, raw.get("tags"))
     quotas = _quotas(issues, path, raw.get("aws_quotas"))
@@ -226,7 +267,8 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
         _check_summaries_avoid_endpoints(issues, path, mesh, programs, summaries)
         for problem in quota_problems(plans, quotas, summaries_given=bool(summaries)):
             issues.add(f"{path}.aws_quotas.{problem.quota}", problem.problem, problem.fix)
-    all_issues = mesh_issues + issues.items
+    guarded = set(found_keys.values())
+    all_issues = [issue for issue in mesh_issues + issues.items if issue.path not in guarded or id(issue) in found_keys]
     if all_issues or mesh is None:
         raise MeshConfigError(sorted(all_issues, key=lambda issue: _path_order(issue.path)))
 
@@ -390,6 +432,39 @@ def _tags(issues: _Issues, path: str, value: Any) -> dict[str, str]:
     return {key: str(item) for key, item in sorted(value.items())}
 
 
+def _key_fields(issues: _Issues, where: str, item: Mapping[str, Any]) -> None:
+    """Key material a stack peer may not carry: the program generates every key, and stack config is plain text."""
+    for key in sorted(set(item) & set(KEY_FIELDS)):
+        problem, fix = KEY_FIELDS[key]
+        issues.add(f"{where}.{key}", problem, fix)
+
+
+def _key_shaped_values(issues: _Issues, path: str, value: Any, skip: frozenset[str]) -> None:
+    """Any plain value anywhere in ``wgmesh:mesh`` shaped like a WireGuard key or an SSH/PEM private key."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            where = f"{path}.{key}"
+            if where not in skip:
+                _key_shaped_values(issues, where, item, skip)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _key_shaped_values(issues, f"{path}[{index}]", item, skip)
+    elif isinstance(value, str):
+        if PRIVATE_KEY_BLOCK.search(value):
+            issues.add(path, "holds an SSH or PEM private key, in plain text in Pulumi.<stack>.yaml", KEY_VALUE_FIX)
+        elif _is_wireguard_key(value.strip()):
+            issues.add(path, "looks like a WireGuard key (44 characters of base64, 32 bytes), in plain text", KEY_VALUE_FIX)
+
+
+def _is_wireguard_key(text: str) -> bool:
+    if not WIREGUARD_KEY.match(text):
+        return False
+    try:
+        return len(base64.b64decode(text, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
 def _split_peer(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, str, Any, int]]:
     """The peer's mesh fields (for :func:`load_mesh`) and its program settings, checked per kind."""
     name = str(item.get("name", ""))
@@ -397,7 +472,8 @@ def _split_peer(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[d
     if kind not in KINDS:
         issues.add(f"{where}.kind", f"{kind!r} is not a peer kind", "use 'aws' (wgmesh creates the host) or 'external' (a host you have)")
         kind = ""
-    peer_raw = {key: value for key, value in item.items() if key not in PROGRAM_PEER_FIELDS}
+    _key_fields(issues, where, item)
+    peer_raw = {key: value for key, value in item.items() if key not in PROGRAM_PEER_FIELDS and key not in KEY_FIELDS}
     allowed = COMMON_FIELDS | (AWS_FIELDS if kind == "aws" else EXTERNAL_FIELDS if kind == "external" else PROGRAM_PEER_FIELDS)
     for key in sorted(set(item) & PROGRAM_PEER_FIELDS - allowed):
         issues.add(f"{where}.{key}", f"not a field of a {kind} peer", f"remove it (fields of {kind} peers: {', '.join(sorted(allowed))})")

@@ -340,6 +340,8 @@ def test_resource_count_grows_linearly() -> None:
         (lambda mesh: mesh.update(admin_cidrs=["0.0.0.0/0"]), "wgmesh:mesh.admin_cidrs[0]"),
         (lambda mesh: mesh["peers"][0].pop("ssh_public_key"), "wgmesh:mesh.peers[0].key_name"),
         (lambda mesh: mesh.update(network="10.255.0.0/33"), "wgmesh:mesh.network"),
+        # A pasted WireGuard key was accepted and ignored (the peer kept its generated key): refused, naming the fix.
+        (lambda mesh: mesh["peers"][2].update(private_key="yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="), "peers[2].private_key"),
     ],
 )
 def test_bad_stack_config_fails_before_any_resource(mutate: Any, expected: str) -> None:

@@ -252,3 +252,51 @@ def test_rebuild_is_an_aws_peers_boolean() -> None:
     spec = load_stack(raw)
     assert spec.peers[0].aws is not None and spec.peers[0].aws.rebuild is True
     assert spec.peers[1].aws is not None and spec.peers[1].aws.rebuild is False
+
+
+WG_KEY = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="  # the WireGuard documentation's example private key
+
+
+@pytest.mark.parametrize("field", ["private_key", "public_key", "preshared_key", "preshared_keys", "psk"])
+def test_key_fields_on_a_stack_peer_are_refused_naming_the_field_and_the_fix(field: str) -> None:
+    """The program generates every key: a pasted one would be ignored, and it sits in plain text in the stack file."""
+    raw = stack()
+    raw["peers"][2][field] = WG_KEY
+    found = problems(raw)
+    message = found[f"wgmesh:mesh.peers[2].{field}"]
+    assert "key_version" in message or "generated" in message
+    assert list(found) == [f"wgmesh:mesh.peers[2].{field}"]  # reported once, not again as a key-shaped value
+    assert WG_KEY not in message
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "expected"),
+    [
+        (("tags", "note"), WG_KEY, "looks like a WireGuard key"),
+        (("peers", 2, "post_up"), f"wg set wg0 private-key <(echo {WG_KEY})", None),  # inside a command: not a whole key
+        (("peers", 0, "ssh_user"), "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbg==\n-----END OPENSSH PRIVATE KEY-----\n", "private key"),
+        (("tags", "deploy"), "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----", "private key"),
+    ],
+)
+def test_key_shaped_plain_values_are_refused_with_the_secret_config_fix(where: tuple[Any, ...], value: str, expected: str | None) -> None:
+    raw = stack(tags={})
+    target: Any = raw
+    for step in where[:-1]:
+        target = target[step]
+    target[where[-1]] = value
+    path = "wgmesh:mesh" + "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in where)
+    if expected is None:
+        load_stack(raw)
+        return
+    found = problems(raw)
+    assert expected in found[path]
+    assert "pulumi config set --secret wgmesh:sshPrivateKey" in found[path] and "key_version" in found[path]
+    assert value.strip() not in found[path]
+
+
+def test_ssh_public_keys_and_host_keys_are_not_mistaken_for_private_keys() -> None:
+    raw = stack()
+    raw["peers"][0].pop("key_name")
+    raw["peers"][0]["ssh_public_key"] = f"ssh-ed25519 {ED25519} ops@wgmesh"
+    raw["peers"][2]["ssh_host_key"] = f"ssh-ed25519 {ED25519}"
+    load_stack(raw)
