@@ -41,6 +41,7 @@ NOT_RUN: dict[str, str] = {
     "AWS_PROFILE=china pulumi preview --stack zhy && pulumi up --stack zhy": CLOUD,
     "pulumi stack output peers": CLOUD,
     "pulumi stack output configs --show-secrets": CLOUD,
+    "pulumi config set wgmesh:exportConfigs true && pulumi up --stack zhy": CLOUD,
     "pulumi preview --stack zhy --policy-pack policy": CLOUD,
     "pulumi up --stack zhy --policy-pack policy": CLOUD,
     "pulumi preview --stack zhy --policy-pack policy --policy-pack-config policy-config.json": CLOUD,

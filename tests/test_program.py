@@ -31,7 +31,9 @@ from tests.program_harness import (
     synthetic_stack,
 )
 
-ZHY = stack_config(REPO / "Pulumi.zhy.yaml")
+ZHY_FILE = stack_config(REPO / "Pulumi.zhy.yaml")
+# The tests read the configs the stack would install: exported on request (by default, public facts only).
+ZHY = {**ZHY_FILE, "wgmesh:exportConfigs": "true"}
 REGION_OF = {"zhy": "cn-northwest-1", "bjs": "cn-north-1"}
 
 
@@ -169,6 +171,22 @@ def test_configs_are_secret_and_name_every_other_peer(zhy: ProgramRun) -> None:
             assert section.get("AllowedIPs") == allowed[section.name]
             assert section.get("PresharedKey")
         assert zhy.exports["config_digests"][name] == config_digest(text)
+
+
+def test_by_default_the_outputs_carry_only_public_facts(zhy: ProgramRun) -> None:
+    """No private key in any output unless `wgmesh:exportConfigs` asks for the configs, which stay a secret."""
+    run = run_program(ZHY_FILE)
+    assert sorted(run.exports) == ["config_digests", "peers", "relays", "verification"]
+    assert not any(run.secret_exports.values())
+    lines = [line for text in zhy.exports["configs"].values() for line in text.splitlines()]
+    private = [line for line in lines if line.startswith(("PrivateKey", "PresharedKey"))]
+    assert private
+    text = json.dumps(run.exports)
+    for line in private:
+        assert line.split(" = ", 1)[1] not in text
+    assert run.exports["peers"] == zhy.exports["peers"]
+    assert sorted(zhy.exports) == ["config_digests", "configs", "peers", "relays", "verification"]
+    assert zhy.secret_exports["configs"] is True
 
 
 def test_install_commands_carry_the_config_on_stdin_only(zhy: ProgramRun) -> None:
@@ -643,13 +661,14 @@ def test_declared_project_config_has_defaults_and_the_program_runs_with_them() -
     import yaml
 
     declared = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["config"]
-    assert set(declared) == {"sshPrivateKeyPath", "verify"}
+    assert set(declared) == {"sshPrivateKeyPath", "verify", "exportConfigs"}
     assert all("default" in spec and spec["type"] in ("string", "boolean") for spec in declared.values())
-    assert declared["verify"]["default"] is True
+    assert declared["verify"]["default"] is True and declared["exportConfigs"]["default"] is False
     defaults = {
         f"wgmesh:{key}": str(spec["default"]).lower() if spec["type"] == "boolean" else spec["default"] for key, spec in declared.items()
     }
-    run = run_program({**ZHY, **defaults})  # the secret sshPrivateKey still applies: the empty path does not override it
+    run = run_program({**ZHY_FILE, **defaults})  # the secret sshPrivateKey still applies: the empty path does not override it
+    assert "configs" not in run.exports
     commands = _commands(run)
     assert "wgmesh-test-key-not-real" in commands["zhy-install"]["connection"]["privateKey"]
     assert {name for name in commands if name.endswith("-verify")} == {"zhy-verify", "bjs-verify", "pub-verify"}
