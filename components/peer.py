@@ -271,7 +271,11 @@ class WireGuardPeer(pulumi.ComponentResource):
                 http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1
             ),
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
-                volume_type="gp3", volume_size=host.root_volume_size, encrypted=True, delete_on_termination=True
+                volume_type="gp3",
+                volume_size=host.root_volume_size,
+                encrypted=True,
+                delete_on_termination=True,
+                tags=named("root"),  # the volume is a resource of its own in EC2: without tags it was the stack's only untagged one
             ),
             user_data=user_data_script(),
             # A changed bootstrap, when it is taken at all (rebuild), is a new instance booting it: cloud-init runs

@@ -47,7 +47,7 @@ from mesh.validation import HOSTNAME, MESH_FIELDS, load_mesh, parse_port
 
 CONFIG_KEY = "wgmesh:mesh"
 KINDS = ("aws", "external")
-PROGRAM_MESH_FIELDS = frozenset({"admin_cidrs", "tags", "aws_quotas", "route_summaries", "allowed_account_ids"})
+PROGRAM_MESH_FIELDS = frozenset({"admin_cidrs", "tags", "aws_quotas", "route_summaries", "allowed_account_ids", "aws_credentials"})
 AWS_FIELDS = frozenset(
     {
         "region",
@@ -113,6 +113,36 @@ KEY_VALUE_FIX = (
 )
 
 
+PARTITIONS = ("aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b", "aws-iso-e", "aws-iso-f")
+CREDENTIAL_FIELDS = ("profile", "role_arn", "external_id", "session_name")
+SECRET_CREDENTIAL_FIELDS = ("access_key", "secret_key", "access_key_id", "secret_access_key", "token", "session_token")
+ROLE_ARN = re.compile(r"^arn:(aws(?:-[a-z]+(?:-[a-z])?)?):iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+PROFILE = re.compile(r"^[\w.@+-]{1,128}$")
+
+
+def partition_of(region: str) -> str:
+    """The AWS partition of a region code: credentials and roles never cross one."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    found = re.match(r"^[a-z]{2}-iso([a-z]?)-", region)
+    if found:
+        return f"aws-iso-{found.group(1)}" if found.group(1) else "aws-iso"
+    return "aws"
+
+
+@dataclass(frozen=True)
+class AwsCredentials:
+    """Where a region's provider takes its credentials: a named profile (its own credential set), and/or a role to
+    assume with them. Nothing secret: keys stay in the profile's files or the environment."""
+
+    profile: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
+    session_name: str | None = None
+
+
 @dataclass(frozen=True)
 class AwsPeerSpec:
     """What the program creates for an AWS peer, all in ``region`` under that region's provider."""
@@ -168,6 +198,11 @@ class StackSpec:
     route_summaries: tuple[IPv4Network, ...] = ()
     allowed_account_ids: tuple[str, ...] = ()
     aws_plans: Mapping[str, AwsPeerPlan] = field(default_factory=dict)
+    aws_credentials: Mapping[str, AwsCredentials] = field(default_factory=dict)  # by region or partition
+
+    def credentials_for(self, region: str) -> AwsCredentials | None:
+        """The region's own entry, else its partition's, else None (the ambient credentials)."""
+        return self.aws_credentials.get(region) or self.aws_credentials.get(partition_of(region))
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -232,6 +267,7 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
     quotas = _quotas(issues, path, raw.get("aws_quotas"))
     summaries = _summaries(issues, path, raw.get("route_summaries"), admin_cidrs)
     account_ids = _account_ids(issues, path, raw.get("allowed_account_ids"))
+    credentials = _credentials(issues, path, raw.get("aws_credentials"))
 
     raw_peers = raw.get("peers")
     mesh_raw: dict[str, Any] = {key: value for key, value in raw.items() if key in MESH_FIELDS}
@@ -261,6 +297,7 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
         _check_reachable_sources(issues, path, mesh, programs, admin_cidrs or bool(raw.get("admin_cidrs")))
     if any(kind == "aws" for _, kind, _, _ in programs):
         _check_aws_ipv4_only(issues, path, raw, programs)
+        _check_partitions(issues, path, programs, credentials)
     plans: dict[str, AwsPeerPlan] = {}
     if mesh is not None and not issues.items and not mesh_issues:
         plans = _plans(mesh, programs, admin_cidrs, summaries, quotas)
@@ -284,6 +321,7 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
         route_summaries=summaries,
         allowed_account_ids=account_ids,
         aws_plans=plans,
+        aws_credentials=credentials,
     )
 
 
@@ -393,6 +431,97 @@ def _account_ids(issues: _Issues, path: str, value: Any) -> tuple[str, ...]:
             continue
         ids.append(text)
     return tuple(ids)
+
+
+def _credentials(issues: _Issues, path: str, value: Any) -> dict[str, AwsCredentials]:
+    """``aws_credentials``: per partition (``aws-cn``) or region (``cn-north-1``), a profile and/or a role to assume."""
+    if value is None:
+        return {}
+    where = f"{path}.aws_credentials"
+    if not isinstance(value, Mapping):
+        issues.add(
+            where, f"expected a mapping of partitions or regions to credentials, got {value!r:.60}", "e.g. {aws-cn: {profile: china}}"
+        )
+        return {}
+    found: dict[str, AwsCredentials] = {}
+    for key, entry in value.items():
+        at = f"{where}.{key}"
+        if key not in PARTITIONS and not (isinstance(key, str) and REGION.match(key)):
+            issues.add(
+                at, f"{key!r} is neither an AWS partition nor a region", f"use a partition ({', '.join(PARTITIONS)}) or a region code"
+            )
+            continue
+        if not isinstance(entry, Mapping):
+            issues.add(at, "expected a mapping", "e.g. {profile: china} or {role_arn: 'arn:aws-cn:iam::123456789012:role/wgmesh'}")
+            continue
+        ok = True
+        for field_name in entry:
+            if field_name in SECRET_CREDENTIAL_FIELDS:
+                issues.add(
+                    f"{at}.{field_name}",
+                    "access keys in stack config sit in plain text in Pulumi.<stack>.yaml",
+                    "remove it (and rotate the key): name a profile from ~/.aws/config (profile: ...), or a role to assume",
+                )
+                ok = False
+            elif field_name not in CREDENTIAL_FIELDS:
+                issues.add(f"{at}.{field_name}", "unknown field", f"use {', '.join(CREDENTIAL_FIELDS)}")
+                ok = False
+        for field_name in CREDENTIAL_FIELDS:
+            item = entry.get(field_name)
+            if item is not None and (not isinstance(item, str) or not item.strip()):
+                issues.add(f"{at}.{field_name}", f"{item!r} is not a non-empty string", "fix the value or leave the field out")
+                ok = False
+        profile, role = entry.get("profile"), entry.get("role_arn")
+        if isinstance(profile, str) and not PROFILE.match(profile):
+            issues.add(f"{at}.profile", f"{profile!r} is not a profile name", "name a profile of ~/.aws/config, e.g. china")
+            ok = False
+        if profile is None and role is None:
+            issues.add(at, "names neither a profile nor a role", "give profile: <name in ~/.aws/config>, role_arn: <role>, or both")
+            ok = False
+        if isinstance(role, str):
+            match = ROLE_ARN.match(role)
+            expected = key if key in PARTITIONS else partition_of(str(key))
+            if match is None:
+                issues.add(f"{at}.role_arn", f"{role!r} is not an IAM role ARN", "e.g. arn:aws-cn:iam::123456789012:role/wgmesh-deploy")
+                ok = False
+            elif match.group(1) != expected:
+                issues.add(
+                    f"{at}.role_arn",
+                    f"the role is in partition {match.group(1)}, but {key} is in {expected}: a role cannot be assumed across partitions",
+                    f"name a role of the {expected} partition (arn:{expected}:iam::...)",
+                )
+                ok = False
+        if ok:
+            found[str(key)] = AwsCredentials(**{name: entry.get(name) for name in CREDENTIAL_FIELDS})
+    return found
+
+
+def _check_partitions(
+    issues: _Issues, path: str, programs: list[tuple[str, str, Any, int]], credentials: Mapping[str, AwsCredentials]
+) -> None:
+    """Ambient credentials (AWS_PROFILE, the environment, an instance role) belong to one partition: a stack whose AWS
+    peers span partitions must give every partition but one a profile of its own, or one of them fails half-way
+    through `pulumi up` with an authentication error."""
+    regions = sorted({settings[0]["region"] for _, kind, settings, _ in programs if kind == "aws" and settings and settings[0]["region"]})
+    partitions: dict[str, list[str]] = {}
+    for region in regions:
+        partitions.setdefault(partition_of(region), []).append(region)
+    if len(partitions) < 2:
+        return
+    ambient = {
+        partition: [region for region in members if not (credentials.get(region) or credentials.get(partition) or AwsCredentials()).profile]
+        for partition, members in partitions.items()
+    }
+    ambient = {partition: members for partition, members in ambient.items() if members}
+    if len(ambient) > 1:
+        listed = "; ".join(f"{partition}: {', '.join(members)}" for partition, members in sorted(ambient.items()))
+        example = ", ".join(f"{partition}: {{profile: <profile for {partition}>}}" for partition in sorted(ambient))
+        issues.add(
+            f"{path}.aws_credentials",
+            f"the AWS peers span partitions ({listed}) that would all use the one ambient credential set, valid in one "
+            "partition only (a role_arn alone is assumed with those same credentials)",
+            f"give each partition its own profile, e.g. aws_credentials: {{{example}}} (optionally with a role_arn to assume)",
+        )
 
 
 def _path_order(path: str) -> list[Any]:

@@ -121,7 +121,8 @@ def test_instance_settings(zhy: ProgramRun) -> None:
         instance = zhy.mocks.named(f"{peer}-instance").inputs
         assert instance["sourceDestCheck"] is False
         assert instance["metadataOptions"]["httpTokens"] == "required"
-        assert instance["rootBlockDevice"] == {"volumeType": "gp3", "volumeSize": 16, "encrypted": True, "deleteOnTermination": True}
+        root = {"volumeType": "gp3", "volumeSize": 16, "encrypted": True, "deleteOnTermination": True}
+        assert instance["rootBlockDevice"] == root | {"tags": {"project": "wgmesh", "wgmesh:peer": peer, "Name": f"{peer}-root"}}
         assert instance["ami"] == "ami-0ubuntu2404"
         assert instance["instanceType"] == "t3.micro"
         assert instance["primaryNetworkInterface"]["networkInterfaceId"] == f"{peer}-eni-id"
@@ -629,6 +630,50 @@ def test_allowed_account_ids_reach_every_regional_provider() -> None:
         "aws-cn-north-1": ["123456789012"],
     }
     assert all("allowedAccountIds" not in r.inputs for r in run_program(ZHY).mocks.of_type("pulumi:providers:aws"))
+
+
+def _mixed_partitions() -> dict[str, Any]:
+    config = copy.deepcopy(ZHY)
+    config["wgmesh:mesh"]["peers"].append(
+        {"name": "fra", "kind": "aws", "region": "eu-central-1", "vpc_cidr": "192.168.40.0/24", "key_name": "ops", "address": "10.255.0.4"}
+    )
+    return config
+
+
+def test_a_stack_mixing_partitions_without_credentials_is_refused_before_any_resource() -> None:
+    mocks = RecordingMocks()
+    with pytest.raises(Exception, match=r"wgmesh:mesh\.aws_credentials: the AWS peers span partitions \(aws: eu-central-1; aws-cn: cn-n"):
+        run_program(_mixed_partitions(), mocks=mocks)
+    assert mocks.resources == []
+
+
+def test_each_regions_provider_takes_its_partitions_credentials_and_default_tags() -> None:
+    config = _mixed_partitions()
+    config["wgmesh:mesh"]["aws_credentials"] = {
+        "aws-cn": {"profile": "china"},
+        "eu-central-1": {"profile": "global", "role_arn": "arn:aws:iam::123456789012:role/wgmesh", "session_name": "wgmesh"},
+    }
+    run = run_program(config)
+    providers = {r.name: r.inputs for r in run.mocks.of_type("pulumi:providers:aws")}
+    assert {name: inputs.get("profile") for name, inputs in providers.items()} == {
+        "aws-cn-north-1": "china",
+        "aws-cn-northwest-1": "china",
+        "aws-eu-central-1": "global",
+    }
+    assert json.loads(providers["aws-eu-central-1"]["assumeRoles"]) == [
+        {"roleArn": "arn:aws:iam::123456789012:role/wgmesh", "sessionName": "wgmesh"}
+    ]
+    assert "assumeRoles" not in providers["aws-cn-north-1"]
+    for inputs in providers.values():  # every provider tags every taggable resource it creates
+        assert json.loads(inputs["defaultTags"]) == {"tags": {"project": "wgmesh", "wgmesh:mesh": "wgmesh"}}
+
+
+def test_default_tags_on_every_provider_of_the_example_stack(zhy: ProgramRun) -> None:
+    for provider in zhy.mocks.of_type("pulumi:providers:aws"):
+        assert json.loads(provider.inputs["defaultTags"])["tags"]["wgmesh:mesh"] == "wgmesh", provider.name
+    untagged = {r.typ for r in zhy.mocks.resources if r.typ.startswith("aws:") and "tags" not in r.inputs}
+    # Neither kind takes tags in EC2 (they are attachments, not resources with an ARN).
+    assert untagged == {"aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/eipAssociation:EipAssociation"}
 
 
 def test_100_aws_peers_and_externals_fit_the_default_route_and_group_quotas_with_route_summaries() -> None:

@@ -15,6 +15,8 @@ from mesh.stackconfig import load_stack, resolve_endpoints
 BASE: dict[str, Any] = {
     "network": "10.255.0.0/24",
     "admin_cidrs": ["203.0.113.7/32"],
+    # zhy (AWS China) and fra (AWS) are in two partitions: each needs credentials of its own.
+    "aws_credentials": {"aws-cn": {"profile": "china"}, "aws": {"profile": "global"}},
     "peers": [
         {"name": "zhy", "kind": "aws", "region": "cn-northwest-1", "vpc_cidr": "192.168.10.0/24", "key_name": "ops"},
         {
@@ -300,3 +302,44 @@ def test_ssh_public_keys_and_host_keys_are_not_mistaken_for_private_keys() -> No
     raw["peers"][0]["ssh_public_key"] = f"ssh-ed25519 {ED25519} ops@wgmesh"
     raw["peers"][2]["ssh_host_key"] = f"ssh-ed25519 {ED25519}"
     load_stack(raw)
+
+
+def test_a_stack_mixing_partitions_needs_credentials_per_partition() -> None:
+    """One ambient credential set is valid in one partition: the other side failed half-way through `pulumi up`."""
+    raw = stack()
+    del raw["aws_credentials"]
+    found = problems(raw)
+    message = found["wgmesh:mesh.aws_credentials"]
+    assert "aws: eu-central-1; aws-cn: cn-northwest-1" in message and "profile" in message
+    assert list(found) == ["wgmesh:mesh.aws_credentials"]
+    # A role alone is assumed with the ambient credentials: still one credential set.
+    role_only = stack(aws_credentials={"aws-cn": {"role_arn": "arn:aws-cn:iam::123456789012:role/wgmesh"}})
+    assert "wgmesh:mesh.aws_credentials" in problems(role_only)
+    # One partition may keep the ambient credentials; the other names a profile (per partition, or per region).
+    for credentials in (
+        {"aws-cn": {"profile": "china"}},
+        {"eu-central-1": {"profile": "global", "role_arn": "arn:aws:iam::123456789012:role/w"}},
+    ):
+        spec = load_stack(stack(aws_credentials=credentials))
+        assert spec.credentials_for("eu-central-1") == (credentials.get("eu-central-1") and spec.aws_credentials["eu-central-1"])
+    spec = load_stack(stack())
+    assert spec.credentials_for("cn-northwest-1") is not None and spec.credentials_for("cn-northwest-1").profile == "china"
+    # A single partition needs nothing.
+    single = stack(aws_credentials=None)
+    del single["aws_credentials"]
+    single["peers"][1]["region"] = "cn-north-1"
+    assert load_stack(single).aws_credentials == {}
+
+
+@pytest.mark.parametrize(
+    ("credentials", "path", "expected"),
+    [
+        ({"aws-cn": {"secret_key": "x", "profile": "china"}}, "wgmesh:mesh.aws_credentials.aws-cn.secret_key", "plain text"),
+        ({"aws-cn": {"profile": "china"}, "aws": {"access_key_id": "AKIA"}}, "wgmesh:mesh.aws_credentials.aws.access_key_id", "profile"),
+        ({"aws-cn": {"role_arn": "arn:aws:iam::123456789012:role/w"}}, "wgmesh:mesh.aws_credentials.aws-cn.role_arn", "across partitions"),
+        ({"mars": {"profile": "x"}}, "wgmesh:mesh.aws_credentials.mars", "neither an AWS partition nor a region"),
+        ({"aws-cn": {}}, "wgmesh:mesh.aws_credentials.aws-cn", "neither a profile nor a role"),
+    ],
+)
+def test_aws_credentials_name_profiles_and_roles_never_keys(credentials: dict[str, Any], path: str, expected: str) -> None:
+    assert expected in problems(stack(aws_credentials=credentials))[path]
