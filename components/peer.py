@@ -156,6 +156,8 @@ class WireGuardPeer(pulumi.ComponentResource):
             outputs.update(self._build_external(args.host))
         self.host_key = self._learn_host_key(name, args.host)
         outputs.update(kind=self.kind, ssh_host=self.ssh_host, endpoint_host=self.endpoint_host, host_key=self.host_key)
+        # What the policy pack's mesh-ports-only-from-mesh-sources reads: the port really used, and where from.
+        outputs.update(listen_port=self.listen_port, wireguard_sources=self.wireguard_sources)
         self.register_outputs(outputs)
 
     def _learn_host_key(self, name: str, host: AwsHostArgs | ExternalHostArgs) -> pulumi.Output[str]:
