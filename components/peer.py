@@ -51,6 +51,8 @@ HOST_KEY_SCAN_TIMEOUT = 900
 ADMISSION_GRACE_SECONDS = 5.0
 ADMISSION_LIMIT_SECONDS = 600.0
 ADMISSION_POLL_SECONDS = 0.05
+# What a running instance keeps from its creation unless its peer is rebuilt: its image and its bootstrap.
+PINNED_INSTANCE_INPUTS = ("ami", "userData", "userDataBase64")
 
 
 @dataclass
@@ -71,6 +73,9 @@ class AwsHostArgs:
     ami_name_filter: str | None = None
     root_volume_size: int = 16
     tags: Mapping[str, str] = field(default_factory=dict)
+    # True: this run takes the current Ubuntu image and bootstrap (user data) for the instance, replacing it when
+    # either changed. False (the default): a running instance keeps the image and bootstrap it was created with.
+    rebuild: bool = False
 
 
 @dataclass
@@ -151,6 +156,8 @@ class WireGuardPeer(pulumi.ComponentResource):
             outputs.update(self._build_external(args.host))
         self.host_key = self._learn_host_key(name, args.host)
         outputs.update(kind=self.kind, ssh_host=self.ssh_host, endpoint_host=self.endpoint_host, host_key=self.host_key)
+        # What the policy pack's mesh-ports-only-from-mesh-sources reads: the port really used, and where from.
+        outputs.update(listen_port=self.listen_port, wireguard_sources=self.wireguard_sources)
         self.register_outputs(outputs)
 
     def _learn_host_key(self, name: str, host: AwsHostArgs | ExternalHostArgs) -> pulumi.Output[str]:
@@ -193,6 +200,9 @@ class WireGuardPeer(pulumi.ComponentResource):
         vpc = aws.ec2.Vpc(
             f"{name}-vpc", cidr_block=host.vpc_cidr, enable_dns_hostnames=True, enable_dns_support=True, tags=named("vpc"), opts=child
         )
+        # A new availability zone or CIDR replaces the subnet. Its replacement usually takes the same CIDR (by default
+        # the whole VPC's), which AWS refuses while the old subnet exists (InvalidSubnet.Conflict): delete it first,
+        # with what lives in it (interface, instance, association), then create the new one.
         subnet = aws.ec2.Subnet(
             f"{name}-subnet",
             vpc_id=vpc.id,
@@ -200,7 +210,7 @@ class WireGuardPeer(pulumi.ComponentResource):
             availability_zone=host.availability_zone,
             map_public_ip_on_launch=False,
             tags=named("public"),
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(delete_before_replace=True)),
         )
         gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=named("igw"), opts=child)
 
@@ -263,16 +273,30 @@ class WireGuardPeer(pulumi.ComponentResource):
                 http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1
             ),
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
-                volume_type="gp3", volume_size=host.root_volume_size, encrypted=True, delete_on_termination=True
+                volume_type="gp3",
+                volume_size=host.root_volume_size,
+                encrypted=True,
+                delete_on_termination=True,
+                tags=named("root"),  # the volume is a resource of its own in EC2: without tags it was the stack's only untagged one
             ),
             user_data=user_data_script(),
+            # A changed bootstrap, when it is taken at all (rebuild), is a new instance booting it: cloud-init runs
+            # user data once per instance, so an in-place update (a stop and start) would reboot it for nothing.
+            user_data_replace_on_change=True,
             tags=named("wireguard"),
-            # A newer Ubuntu image must not silently replace a running mesh member: upgrade on purpose with
-            # `pulumi up --replace <urn>`. The interface can be attached to one instance only: delete the old
-            # instance first, or its replacement fails with the interface "in use".
+            # A newer Ubuntu image or a release's new bootstrap must not replace (or reboot) every running mesh member
+            # at once: their changes are ignored, and only an instance created from scratch takes them. The engine
+            # keeps an ignored input's old value even when the instance is replaced for another reason (or with
+            # `pulumi up --replace`): `rebuild: true` lifts the ignore for one peer, on purpose (docs/aws.md).
+            # The interface can be attached to one instance only: delete the old instance first, or its
+            # replacement fails with the interface "in use".
             opts=pulumi.ResourceOptions.merge(
                 child,
-                pulumi.ResourceOptions(depends_on=[association, attachment], ignore_changes=["ami"], delete_before_replace=True),
+                pulumi.ResourceOptions(
+                    depends_on=[association, attachment],
+                    ignore_changes=[] if host.rebuild else list(PINNED_INSTANCE_INPUTS),
+                    delete_before_replace=True,
+                ),
             ),
         )
         self.endpoint_host = address.public_ip

@@ -7,7 +7,7 @@ program (``lab.engine``), so the real engine deploys exactly what users deploy.
 Reads ``wgmesh:mesh`` (the mesh and its peers, see ``Pulumi.zhy.yaml``) and the SSH key the installs use
 (``wgmesh:sshPrivateKey`` as a secret, or ``wgmesh:sshPrivateKeyPath``), validates everything before a single
 resource is registered, then builds one regional ``aws.Provider`` per region, the peers and the mesh.
-Exports per peer its kind, endpoint, tunnel address and public key; the configs only as secrets.
+Exports per peer its kind, endpoint, tunnel address and public key; the configs only when asked, as secrets.
 """
 
 from __future__ import annotations
@@ -93,7 +93,10 @@ def program() -> None:
             for member in spec.mesh.peers
         },
     )
-    pulumi.export("configs", deployed.mesh.configs)
+    # Every peer's wg0.conf holds its private key: exported (still a secret) only when the stack asks for it, so that
+    # whoever may run `pulumi stack output --show-secrets` does not get the whole mesh by default (docs/stack.md).
+    if config.get_bool("exportConfigs"):
+        pulumi.export("configs", deployed.mesh.configs)
     pulumi.export("config_digests", deployed.mesh.config_digests)
     pulumi.export("verification", deployed.mesh.verification)
     pulumi.export("relays", deployed.mesh.relays)  # pairs behind NAT and the peer relaying each (it sees their traffic)

@@ -40,7 +40,7 @@ def deploy_stack(
     """Create every resource of the stack. ``spec`` is already validated, so nothing here can fail half-way on input."""
     # allowed_account_ids: a stack pointed at the wrong account stops at the provider, before anything is created.
     accounts = list(spec.allowed_account_ids) or None
-    providers = {region: aws.Provider(f"aws-{region}", region=region, allowed_account_ids=accounts) for region in spec.regions}
+    providers = {region: _provider(spec, region, accounts, name) for region in spec.regions}
     peers = {peer.name: WireGuardPeer(peer.name, _peer_args(spec, peer, providers)) for peer in spec.peers}
     mesh = MeshComponent(
         name,
@@ -49,6 +49,29 @@ def deploy_stack(
         ),
     )
     return DeployedMesh(providers=providers, peers=peers, mesh=mesh)
+
+
+def _provider(spec: StackSpec, region: str, accounts: list[str] | None, name: str) -> aws.Provider:
+    """The region's provider: its credentials (a profile, a role to assume: ``aws_credentials``, else the ambient ones)
+    and default tags, so that every taggable resource under it carries the stack's tags."""
+    credentials = spec.credentials_for(region)
+    role = (
+        [
+            aws.ProviderAssumeRoleArgs(
+                role_arn=credentials.role_arn, external_id=credentials.external_id, session_name=credentials.session_name
+            )
+        ]
+        if credentials is not None and credentials.role_arn
+        else None
+    )
+    return aws.Provider(
+        f"aws-{region}",
+        region=region,
+        allowed_account_ids=accounts,
+        profile=credentials.profile if credentials is not None else None,
+        assume_roles=role,
+        default_tags=aws.ProviderDefaultTagsArgs(tags={**spec.tags, "wgmesh:mesh": name}),
+    )
 
 
 def _peer_args(spec: StackSpec, peer: PeerSpec, providers: Mapping[str, aws.Provider]) -> WireGuardPeerArgs:
@@ -71,6 +94,7 @@ def _peer_args(spec: StackSpec, peer: PeerSpec, providers: Mapping[str, aws.Prov
             ami_name_filter=settings.ami_name_filter,
             root_volume_size=settings.root_volume_size,
             tags=dict(spec.tags),
+            rebuild=settings.rebuild,
         )
     else:
         assert peer.external is not None

@@ -30,6 +30,8 @@ with the IPv6 part silently missing (see docs/ipv6.md).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -45,7 +47,7 @@ from mesh.validation import HOSTNAME, MESH_FIELDS, load_mesh, parse_port
 
 CONFIG_KEY = "wgmesh:mesh"
 KINDS = ("aws", "external")
-PROGRAM_MESH_FIELDS = frozenset({"admin_cidrs", "tags", "aws_quotas", "route_summaries", "allowed_account_ids"})
+PROGRAM_MESH_FIELDS = frozenset({"admin_cidrs", "tags", "aws_quotas", "route_summaries", "allowed_account_ids", "aws_credentials"})
 AWS_FIELDS = frozenset(
     {
         "region",
@@ -60,6 +62,7 @@ AWS_FIELDS = frozenset(
         "ami_owner",
         "ami_name_filter",
         "root_volume_size",
+        "rebuild",
     }
 )
 EXTERNAL_FIELDS = frozenset({"ssh_host", "ssh_user", "ssh_port", "source_cidrs", "ssh_host_key"})
@@ -80,6 +83,64 @@ GRAVITON_FAMILY = re.compile(r"^(a1|[a-z]+\d+[a-z]*g[a-z]*)\.")
 KEY_NAME = re.compile(r"^[\x20-\x7e]{1,255}$")
 ACCOUNT_ID = re.compile(r"^\d{12}$")
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+WIREGUARD_KEY = re.compile(r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
+PRIVATE_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+_GENERATED = "wgmesh generates each peer's key pair and keeps it out of stack config; bump key_version to rotate it"
+# Key fields the CLI's mesh file knows, or a user may guess: never used by the program, so refused, with the fix.
+KEY_FIELDS: dict[str, tuple[str, str]] = {
+    "private_key": (
+        "a WireGuard private key in stack config is never used (the peer gets a generated key) and sits in plain text in "
+        "Pulumi.<stack>.yaml",
+        f"remove it and treat that key as exposed: {_GENERATED}",
+    ),
+    "public_key": (
+        "ignored: a peer's public key is derived from the key wgmesh generates",
+        f"remove it ({_GENERATED}; `pulumi stack output peers` shows each public key in use)",
+    ),
+    **{
+        key: (
+            "preshared keys in stack config are never used (wgmesh derives every pair's from a generated mesh secret) and "
+            "sit in plain text in Pulumi.<stack>.yaml",
+            "remove it and treat it as exposed: the preshared keys are generated",
+        )
+        for key in ("preshared_key", "preshared_keys", "psk")
+    },
+}
+KEY_VALUE_FIX = (
+    "keys never go in plain stack config: remove it (and treat it as exposed). WireGuard keys are generated (key_version "
+    "rotates one peer's); the SSH key that logs in to the peers is a secret: "
+    "`pulumi config set --secret wgmesh:sshPrivateKey < ~/.ssh/id_ed25519` (or a per-peer ssh_private_key_path)"
+)
+
+
+PARTITIONS = ("aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b", "aws-iso-e", "aws-iso-f")
+CREDENTIAL_FIELDS = ("profile", "role_arn", "external_id", "session_name")
+SECRET_CREDENTIAL_FIELDS = ("access_key", "secret_key", "access_key_id", "secret_access_key", "token", "session_token")
+ROLE_ARN = re.compile(r"^arn:(aws(?:-[a-z]+(?:-[a-z])?)?):iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+PROFILE = re.compile(r"^[\w.@+-]{1,128}$")
+
+
+def partition_of(region: str) -> str:
+    """The AWS partition of a region code: credentials and roles never cross one."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    found = re.match(r"^[a-z]{2}-iso([a-z]?)-", region)
+    if found:
+        return f"aws-iso-{found.group(1)}" if found.group(1) else "aws-iso"
+    return "aws"
+
+
+@dataclass(frozen=True)
+class AwsCredentials:
+    """Where a region's provider takes its credentials: a named profile (its own credential set), and/or a role to
+    assume with them. Nothing secret: keys stay in the profile's files or the environment."""
+
+    profile: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
+    session_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +159,7 @@ class AwsPeerSpec:
     ami_owner: str | None  # None: Canonical's account in the provider's partition
     ami_name_filter: str
     root_volume_size: int
+    rebuild: bool = False  # take the current image and bootstrap on this run (replaces the instance if they changed)
 
 
 @dataclass(frozen=True)
@@ -136,6 +198,11 @@ class StackSpec:
     route_summaries: tuple[IPv4Network, ...] = ()
     allowed_account_ids: tuple[str, ...] = ()
     aws_plans: Mapping[str, AwsPeerPlan] = field(default_factory=dict)
+    aws_credentials: Mapping[str, AwsCredentials] = field(default_factory=dict)  # by region or partition
+
+    def credentials_for(self, region: str) -> AwsCredentials | None:
+        """The region's own entry, else its partition's, else None (the ambient credentials)."""
+        return self.aws_credentials.get(region) or self.aws_credentials.get(partition_of(region))
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -184,11 +251,23 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
     unknown = sorted(set(raw) - MESH_FIELDS - PROGRAM_MESH_FIELDS)
     for key in unknown:
         issues.add(f"{path}.{key}", "unknown field", f"remove it; known fields: {', '.join(sorted(MESH_FIELDS | PROGRAM_MESH_FIELDS))}")
+    key_paths = frozenset(
+        f"{path}.peers[{index}].{key}"
+        for index, item in enumerate(raw.get("peers") if isinstance(raw.get("peers"), list) else [])
+        if isinstance(item, Mapping)
+        for key in item
+        if key in KEY_FIELDS
+    )
+    _key_shaped_values(issues, path, raw, key_paths)
+    # Where a key was found, other checks' messages could quote it (`'-----BEGIN ...' is not a login name`): only the
+    # key's own issue is kept there.
+    found_keys = {id(issue): issue.path for issue in issues.items}
     admin_cidrs = _admin_cidrs(issues, path, raw.get("admin_cidrs"))
     tags = _tags(issues, path, raw.get("tags"))
     quotas = _quotas(issues, path, raw.get("aws_quotas"))
     summaries = _summaries(issues, path, raw.get("route_summaries"), admin_cidrs)
     account_ids = _account_ids(issues, path, raw.get("allowed_account_ids"))
+    credentials = _credentials(issues, path, raw.get("aws_credentials"))
 
     raw_peers = raw.get("peers")
     mesh_raw: dict[str, Any] = {key: value for key, value in raw.items() if key in MESH_FIELDS}
@@ -218,13 +297,15 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
         _check_reachable_sources(issues, path, mesh, programs, admin_cidrs or bool(raw.get("admin_cidrs")))
     if any(kind == "aws" for _, kind, _, _ in programs):
         _check_aws_ipv4_only(issues, path, raw, programs)
+        _check_partitions(issues, path, programs, credentials)
     plans: dict[str, AwsPeerPlan] = {}
     if mesh is not None and not issues.items and not mesh_issues:
         plans = _plans(mesh, programs, admin_cidrs, summaries, quotas)
         _check_summaries_avoid_endpoints(issues, path, mesh, programs, summaries)
         for problem in quota_problems(plans, quotas, summaries_given=bool(summaries)):
             issues.add(f"{path}.aws_quotas.{problem.quota}", problem.problem, problem.fix)
-    all_issues = mesh_issues + issues.items
+    guarded = set(found_keys.values())
+    all_issues = [issue for issue in mesh_issues + issues.items if issue.path not in guarded or id(issue) in found_keys]
     if all_issues or mesh is None:
         raise MeshConfigError(sorted(all_issues, key=lambda issue: _path_order(issue.path)))
 
@@ -240,6 +321,7 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
         route_summaries=summaries,
         allowed_account_ids=account_ids,
         aws_plans=plans,
+        aws_credentials=credentials,
     )
 
 
@@ -351,6 +433,97 @@ def _account_ids(issues: _Issues, path: str, value: Any) -> tuple[str, ...]:
     return tuple(ids)
 
 
+def _credentials(issues: _Issues, path: str, value: Any) -> dict[str, AwsCredentials]:
+    """``aws_credentials``: per partition (``aws-cn``) or region (``cn-north-1``), a profile and/or a role to assume."""
+    if value is None:
+        return {}
+    where = f"{path}.aws_credentials"
+    if not isinstance(value, Mapping):
+        issues.add(
+            where, f"expected a mapping of partitions or regions to credentials, got {value!r:.60}", "e.g. {aws-cn: {profile: china}}"
+        )
+        return {}
+    found: dict[str, AwsCredentials] = {}
+    for key, entry in value.items():
+        at = f"{where}.{key}"
+        if key not in PARTITIONS and not (isinstance(key, str) and REGION.match(key)):
+            issues.add(
+                at, f"{key!r} is neither an AWS partition nor a region", f"use a partition ({', '.join(PARTITIONS)}) or a region code"
+            )
+            continue
+        if not isinstance(entry, Mapping):
+            issues.add(at, "expected a mapping", "e.g. {profile: china} or {role_arn: 'arn:aws-cn:iam::123456789012:role/wgmesh'}")
+            continue
+        ok = True
+        for field_name in entry:
+            if field_name in SECRET_CREDENTIAL_FIELDS:
+                issues.add(
+                    f"{at}.{field_name}",
+                    "access keys in stack config sit in plain text in Pulumi.<stack>.yaml",
+                    "remove it (and rotate the key): name a profile from ~/.aws/config (profile: ...), or a role to assume",
+                )
+                ok = False
+            elif field_name not in CREDENTIAL_FIELDS:
+                issues.add(f"{at}.{field_name}", "unknown field", f"use {', '.join(CREDENTIAL_FIELDS)}")
+                ok = False
+        for field_name in CREDENTIAL_FIELDS:
+            item = entry.get(field_name)
+            if item is not None and (not isinstance(item, str) or not item.strip()):
+                issues.add(f"{at}.{field_name}", f"{item!r} is not a non-empty string", "fix the value or leave the field out")
+                ok = False
+        profile, role = entry.get("profile"), entry.get("role_arn")
+        if isinstance(profile, str) and not PROFILE.match(profile):
+            issues.add(f"{at}.profile", f"{profile!r} is not a profile name", "name a profile of ~/.aws/config, e.g. china")
+            ok = False
+        if profile is None and role is None:
+            issues.add(at, "names neither a profile nor a role", "give profile: <name in ~/.aws/config>, role_arn: <role>, or both")
+            ok = False
+        if isinstance(role, str):
+            match = ROLE_ARN.match(role)
+            expected = key if key in PARTITIONS else partition_of(str(key))
+            if match is None:
+                issues.add(f"{at}.role_arn", f"{role!r} is not an IAM role ARN", "e.g. arn:aws-cn:iam::123456789012:role/wgmesh-deploy")
+                ok = False
+            elif match.group(1) != expected:
+                issues.add(
+                    f"{at}.role_arn",
+                    f"the role is in partition {match.group(1)}, but {key} is in {expected}: a role cannot be assumed across partitions",
+                    f"name a role of the {expected} partition (arn:{expected}:iam::...)",
+                )
+                ok = False
+        if ok:
+            found[str(key)] = AwsCredentials(**{name: entry.get(name) for name in CREDENTIAL_FIELDS})
+    return found
+
+
+def _check_partitions(
+    issues: _Issues, path: str, programs: list[tuple[str, str, Any, int]], credentials: Mapping[str, AwsCredentials]
+) -> None:
+    """Ambient credentials (AWS_PROFILE, the environment, an instance role) belong to one partition: a stack whose AWS
+    peers span partitions must give every partition but one a profile of its own, or one of them fails half-way
+    through `pulumi up` with an authentication error."""
+    regions = sorted({settings[0]["region"] for _, kind, settings, _ in programs if kind == "aws" and settings and settings[0]["region"]})
+    partitions: dict[str, list[str]] = {}
+    for region in regions:
+        partitions.setdefault(partition_of(region), []).append(region)
+    if len(partitions) < 2:
+        return
+    ambient = {
+        partition: [region for region in members if not (credentials.get(region) or credentials.get(partition) or AwsCredentials()).profile]
+        for partition, members in partitions.items()
+    }
+    ambient = {partition: members for partition, members in ambient.items() if members}
+    if len(ambient) > 1:
+        listed = "; ".join(f"{partition}: {', '.join(members)}" for partition, members in sorted(ambient.items()))
+        example = ", ".join(f"{partition}: {{profile: <profile for {partition}>}}" for partition in sorted(ambient))
+        issues.add(
+            f"{path}.aws_credentials",
+            f"the AWS peers span partitions ({listed}) that would all use the one ambient credential set, valid in one "
+            "partition only (a role_arn alone is assumed with those same credentials)",
+            f"give each partition its own profile, e.g. aws_credentials: {{{example}}} (optionally with a role_arn to assume)",
+        )
+
+
 def _path_order(path: str) -> list[Any]:
     """Sort issues by where they are in the file: peers[2] before peers[10]."""
     return [int(part) if part.isdigit() else part for part in re.split(r"\[(\d+)\]", path)]
@@ -388,6 +561,39 @@ def _tags(issues: _Issues, path: str, value: Any) -> dict[str, str]:
     return {key: str(item) for key, item in sorted(value.items())}
 
 
+def _key_fields(issues: _Issues, where: str, item: Mapping[str, Any]) -> None:
+    """Key material a stack peer may not carry: the program generates every key, and stack config is plain text."""
+    for key in sorted(set(item) & set(KEY_FIELDS)):
+        problem, fix = KEY_FIELDS[key]
+        issues.add(f"{where}.{key}", problem, fix)
+
+
+def _key_shaped_values(issues: _Issues, path: str, value: Any, skip: frozenset[str]) -> None:
+    """Any plain value anywhere in ``wgmesh:mesh`` shaped like a WireGuard key or an SSH/PEM private key."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            where = f"{path}.{key}"
+            if where not in skip:
+                _key_shaped_values(issues, where, item, skip)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _key_shaped_values(issues, f"{path}[{index}]", item, skip)
+    elif isinstance(value, str):
+        if PRIVATE_KEY_BLOCK.search(value):
+            issues.add(path, "holds an SSH or PEM private key, in plain text in Pulumi.<stack>.yaml", KEY_VALUE_FIX)
+        elif _is_wireguard_key(value.strip()):
+            issues.add(path, "looks like a WireGuard key (44 characters of base64, 32 bytes), in plain text", KEY_VALUE_FIX)
+
+
+def _is_wireguard_key(text: str) -> bool:
+    if not WIREGUARD_KEY.match(text):
+        return False
+    try:
+        return len(base64.b64decode(text, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
 def _split_peer(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, str, Any, int]]:
     """The peer's mesh fields (for :func:`load_mesh`) and its program settings, checked per kind."""
     name = str(item.get("name", ""))
@@ -395,7 +601,8 @@ def _split_peer(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[d
     if kind not in KINDS:
         issues.add(f"{where}.kind", f"{kind!r} is not a peer kind", "use 'aws' (wgmesh creates the host) or 'external' (a host you have)")
         kind = ""
-    peer_raw = {key: value for key, value in item.items() if key not in PROGRAM_PEER_FIELDS}
+    _key_fields(issues, where, item)
+    peer_raw = {key: value for key, value in item.items() if key not in PROGRAM_PEER_FIELDS and key not in KEY_FIELDS}
     allowed = COMMON_FIELDS | (AWS_FIELDS if kind == "aws" else EXTERNAL_FIELDS if kind == "external" else PROGRAM_PEER_FIELDS)
     for key in sorted(set(item) & PROGRAM_PEER_FIELDS - allowed):
         issues.add(f"{where}.{key}", f"not a field of a {kind} peer", f"remove it (fields of {kind} peers: {', '.join(sorted(allowed))})")
@@ -465,6 +672,10 @@ def _aws(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[dict[str
     if isinstance(volume, bool) or not isinstance(volume, int) or not 8 <= volume <= 16384:
         issues.add(f"{where}.root_volume_size", f"{volume!r} is not a size in GiB between 8 and 16384", "use e.g. 16")
         volume = DEFAULT_ROOT_VOLUME_GB
+    rebuild = item.get("rebuild", False)
+    if not isinstance(rebuild, bool):
+        issues.add(f"{where}.rebuild", f"{rebuild!r} is not true or false", "write rebuild: true for one `pulumi up`, then remove it")
+        rebuild = False
     for key in ("ami_id", "ami_owner", "ami_name_filter", "availability_zone"):
         value = item.get(key)
         if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -482,6 +693,7 @@ def _aws(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[dict[str
         "ami_owner": item.get("ami_owner"),
         "ami_name_filter": item.get("ami_name_filter") or default_ami_filter(instance_type),
         "root_volume_size": volume,
+        "rebuild": rebuild,
     }
     return settings, vpc
 

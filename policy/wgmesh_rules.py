@@ -167,17 +167,40 @@ def _is_world(cidr: str) -> bool:
         return False
 
 
+# The widest sources the mesh itself ever needs: a VPC (/16 at most) for its own traffic, a peer's public address or
+# NAT range (/24 at most) for WireGuard, an admin network for SSH.
+DEFAULT_WIDEST_PRIVATE_PREFIX = 16
+DEFAULT_WIDEST_PUBLIC_PREFIX = 24
+
+
+def _too_wide(cidr: str, config: Mapping[str, Any]) -> bool:
+    """Whether ``cidr`` is wider than any source the mesh needs: the world, a public block wider than /24
+    (``widestPublicPrefix``), a private one wider than /16 (``widestPrivatePrefix``); IPv6 scaled by 32 bits."""
+    try:
+        network = ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+    if network.prefixlen == 0:
+        return True
+    extra = 0 if network.version == 4 else 32
+    if network.is_global:
+        return network.prefixlen < int(config.get("widestPublicPrefix", DEFAULT_WIDEST_PUBLIC_PREFIX)) + extra
+    return network.prefixlen < int(config.get("widestPrivatePrefix", DEFAULT_WIDEST_PRIVATE_PREFIX)) + extra
+
+
 def no_ssh_or_wireguard_from_anywhere(resource: ResourceLike, config: Mapping[str, Any]) -> list[str]:
     """SSH (TCP 22) and WireGuard (UDP 51820, or ``wireguardPorts``) may only be open to known addresses.
 
     wgmesh admits SSH from ``admin_cidrs`` and WireGuard from the other peers' addresses; a 0.0.0.0/0 or ::/0 rule
-    for either exposes the host's login and its tunnel handshake to every scanner on the internet.
+    for either exposes the host's login and its tunnel handshake to every scanner on the internet, and so does,
+    nearly, a /1 or a /8: any source wider than the mesh needs (see :func:`_too_wide`) is refused. The ports the mesh
+    really uses, from its peers, are checked by :func:`mesh_ports_only_from_mesh_sources`.
     """
     checks = [("SSH", "tcp", port) for port in _ports(config, "sshPorts", DEFAULT_SSH_PORTS)]
     checks += [("WireGuard", "udp", port) for port in _ports(config, "wireguardPorts", DEFAULT_WIREGUARD_PORTS)]
     messages = []
     for ingress in _ingresses(resource):
-        world = [cidr for cidr in ingress.cidrs if _is_world(cidr)]
+        world = [cidr for cidr in ingress.cidrs if _too_wide(cidr, config)]
         if not world:
             continue
         for service, protocol, port in checks:
@@ -384,6 +407,53 @@ def tunnel_network_outside_vpcs(resources: Sequence[ResourceLike], config: Mappi
     return violations
 
 
+# --- 7. The mesh's own ports, from its peers: only from the mesh's sources ------------------------------------------
+
+
+def _peer_values(resources: Sequence[ResourceLike], *keys: str) -> list[Any]:
+    values: list[Any] = []
+    for resource in resources:
+        if resource.resource_type == PEER_COMPONENT:
+            for key in keys:
+                if _get(resource.props, key) is not None:
+                    values += _list(_get(resource.props, key))
+                    break
+    return values
+
+
+def mesh_ports_only_from_mesh_sources(resources: Sequence[ResourceLike], config: Mapping[str, Any]) -> list[StackViolation]:
+    """Every port a ``WireGuardPeer`` listens on (its ``listen_port`` output, whatever the policy config says) is
+    admitted only from the mesh's own sources: the peers' WireGuard addresses (``wireguard_sources``) and the stack's
+    VPCs. A peer on 51821, or a source outside the mesh, is found even when no setting names it."""
+    ports = sorted({int(port) for port in _peer_values(resources, "listen_port", "listenPort") if _int_or_none(port) is not None})
+    if not ports:
+        return []
+    allowed = _networks(_peer_values(resources, "wireguard_sources", "wireguardSources"))
+    for resource in resources:
+        allowed += vpc_cidrs(resource)
+    violations = []
+    for resource in resources:
+        for ingress in _ingresses(resource):
+            for port in ports:
+                if not ingress.covers("udp", port):
+                    continue
+                outside = [cidr for cidr in _networks(ingress.cidrs) if not any(_within(cidr, known) for known in allowed)]
+                if outside:
+                    violations.append(
+                        StackViolation(
+                            f"{resource.name}: {ingress.where} admits the mesh's WireGuard port (UDP {port}) from "
+                            f"{', '.join(str(cidr) for cidr in outside)}, outside the mesh's peers and VPCs; "
+                            "admit only the peers' addresses",
+                            resource.urn,
+                        )
+                    )
+    return violations
+
+
+def _within(cidr: Network, known: Network) -> bool:
+    return cidr.version == known.version and cidr.subnet_of(known)  # type: ignore[arg-type]
+
+
 # --- The registry the pack is built from --------------------------------------------------------------------------
 
 
@@ -402,11 +472,13 @@ PORTS_SCHEMA = {"type": "array", "items": {"type": "integer", "minimum": 1, "max
 RULES: tuple[Rule, ...] = (
     Rule(
         "no-ssh-or-wireguard-from-anywhere",
-        "SSH and WireGuard ports are never open to 0.0.0.0/0 or ::/0.",
+        "SSH and WireGuard ports are never open to the world, or to any source wider than the mesh needs.",
         no_ssh_or_wireguard_from_anywhere,
         config={
             "sshPorts": {**PORTS_SCHEMA, "default": list(DEFAULT_SSH_PORTS)},
             "wireguardPorts": {**PORTS_SCHEMA, "default": list(DEFAULT_WIREGUARD_PORTS)},
+            "widestPublicPrefix": {"type": "integer", "minimum": 1, "maximum": 32, "default": DEFAULT_WIDEST_PUBLIC_PREFIX},
+            "widestPrivatePrefix": {"type": "integer", "minimum": 1, "maximum": 32, "default": DEFAULT_WIDEST_PRIVATE_PREFIX},
         },
     ),
     Rule("imdsv2-required", "EC2 instances and launch templates require IMDSv2 (http_tokens=required).", imdsv2_required),
@@ -424,5 +496,11 @@ RULES: tuple[Rule, ...] = (
         tunnel_network_outside_vpcs,
         stack=True,
         config={"tunnelNetworks": {"type": "array", "items": {"type": "string"}}},
+    ),
+    Rule(
+        "mesh-ports-only-from-mesh-sources",
+        "The ports the mesh's peers listen on admit only the peers' addresses and the stack's VPCs.",
+        mesh_ports_only_from_mesh_sources,
+        stack=True,
     ),
 )

@@ -109,6 +109,9 @@ def synthetic_stack(
         "admin_cidrs": ["203.0.113.7/32"],
         "peers": members,
     }
+    used = {member["region"] for member in members if member["kind"] == "aws"}
+    if any(region.startswith("cn-") for region in used) and any(not region.startswith("cn-") for region in used):
+        mesh["aws_credentials"] = {"aws-cn": {"profile": "china"}, "aws": {"profile": "global"}}  # two partitions
     if summaries:
         mesh["route_summaries"] = ["172.16.0.0/12", "10.100.0.0/14"]
     if quotas:

@@ -41,11 +41,15 @@ NOT_RUN: dict[str, str] = {
     "AWS_PROFILE=china pulumi preview --stack zhy && pulumi up --stack zhy": CLOUD,
     "pulumi stack output peers": CLOUD,
     "pulumi stack output configs --show-secrets": CLOUD,
+    "pulumi config set wgmesh:exportConfigs true && pulumi up --stack zhy": CLOUD,
     "pulumi preview --stack zhy --policy-pack policy": CLOUD,
     "pulumi up --stack zhy --policy-pack policy": CLOUD,
     "pulumi preview --stack zhy --policy-pack policy --policy-pack-config policy-config.json": CLOUD,
     "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:WireGuardPeer$command:local:Command::<peer>-host-key'": CLOUD,
     "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:WireGuardPeer$aws:ec2/instance:Instance::<peer>-instance'": CLOUD,
+    "pulumi preview --stack <stack> --diff": CLOUD,
+    "pulumi up --stack <stack>": CLOUD,
+    "pulumi config set --path 'wgmesh:mesh.peers[0].availability_zone' cn-northwest-1b": ENGINE,
 }
 
 

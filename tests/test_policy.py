@@ -77,12 +77,54 @@ def test_open_to_the_world_fails(resource_type: str, props: dict[str, Any]) -> N
         (rules.SECURITY_GROUP_RULE, {"type": "ingress", "protocol": "icmp", "fromPort": -1, "toPort": -1, "cidrBlocks": ["0.0.0.0/0"]}),
         (rules.SECURITY_GROUP, {"ingress": [{"protocol": "udp", "fromPort": 51820, "toPort": 51820, "cidrBlocks": ["198.51.100.30/32"]}]}),
         (rules.SECURITY_GROUP, {"egress": [{"protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["0.0.0.0/0"]}]}),
-        (rules.INGRESS_RULE, {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv4": "10.0.0.0/8"}),
+        (rules.INGRESS_RULE, {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv4": "10.20.0.0/16"}),  # a VPC
+        (rules.INGRESS_RULE, {"ipProtocol": "udp", "fromPort": 51820, "toPort": 51820, "cidrIpv4": "198.51.100.0/24"}),
         (rules.VPC, {"cidrBlock": "0.0.0.0/0"}),
     ],
 )
 def test_known_sources_or_other_ports_pass(resource_type: str, props: dict[str, Any]) -> None:
     assert check(OPEN, resource_type, props) == []
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/1", "128.0.0.0/1", "52.0.0.0/8", "198.51.96.0/20", "10.0.0.0/8", "2001:db8::/16"])
+def test_any_source_wider_than_the_mesh_needs_fails_not_only_slash_zero(cidr: str) -> None:
+    """Before, only /0 was flagged: a /1 (half the internet) or a /8 passed."""
+    for protocol, port in (("tcp", 22), ("udp", 51820)):
+        rule = {"type": "ingress", "protocol": protocol, "fromPort": port, "toPort": port, "cidrBlocks": [cidr]}
+        [message] = check(OPEN, rules.SECURITY_GROUP_RULE, rule)
+        assert cidr in message
+    wide = {"type": "ingress", "protocol": "tcp", "fromPort": 22, "toPort": 22, "cidrBlocks": ["198.51.96.0/20"]}
+    assert check(OPEN, rules.SECURITY_GROUP_RULE, wide, {"widestPublicPrefix": 20}) == []  # an admin network, allowed
+
+
+MESH_PORTS = rules.mesh_ports_only_from_mesh_sources
+
+
+def _peer(name: str, port: int, sources: list[str]) -> Resource:
+    return Resource(rules.PEER_COMPONENT, {"listen_port": port, "wireguard_sources": sources, "kind": "aws"}, name=name)
+
+
+def _group(name: str, port: int, cidrs: list[str]) -> Resource:
+    return Resource(
+        rules.SECURITY_GROUP, {"ingress": [{"protocol": "udp", "fromPort": port, "toPort": port, "cidrBlocks": cidrs}]}, name=name
+    )
+
+
+def test_the_mesh_ports_come_from_its_peers_not_from_a_setting() -> None:
+    """A peer listening on 51821: no setting names it, the resource-level rule does not know it, this rule does."""
+    peers = [_peer("a", 51821, ["203.0.113.10/32"]), _peer("b", 51821, ["203.0.113.20/32"])]
+    exposed = _group("a-sg", 51821, ["203.0.113.20/32", "192.0.2.0/24"])  # a /24 outside the mesh: no /0, no /8
+    assert check(OPEN, rules.SECURITY_GROUP, exposed.props) == []
+    [violation] = MESH_PORTS([*peers, exposed], {})
+    assert "UDP 51821" in violation.message and "192.0.2.0/24" in violation.message and violation.urn == exposed.urn
+    assert MESH_PORTS([*peers, _group("a-sg", 51821, ["203.0.113.20/32"])], {}) == []
+    assert MESH_PORTS([*peers, _group("web", 443, ["0.0.0.0/0"])], {}) == []  # not a mesh port
+    vpc = Resource(rules.VPC, {"cidrBlock": "192.168.10.0/24"}, name="a-vpc")
+    from_vpc = Resource(
+        rules.SECURITY_GROUP, {"ingress": [{"protocol": "-1", "fromPort": 0, "toPort": 0, "cidrBlocks": ["192.168.10.0/24"]}]}
+    )
+    assert MESH_PORTS([*peers, vpc, from_vpc], {}) == []  # the VPC's own traffic, which the peer routes
+    assert MESH_PORTS([exposed], {}) == []  # no mesh in the stack: nothing to say
 
 
 def test_wireguard_ports_are_configurable() -> None:
@@ -344,6 +386,10 @@ def test_the_example_stack_passes_every_rule() -> None:
     assert {rules.INSTANCE, rules.SECURITY_GROUP, rules.NETWORK_INTERFACE, rules.VPC} <= types
     assert all(rules.PEER_COMPONENT in rules.urn_types(r.urn) for r in resources if r.resource_type == rules.INSTANCE)
     network = config["wgmesh:mesh"]["network"]
+    # The peers as the engine hands components to a stack policy: their registered outputs.
+    for peer in run.exports["peers"].values():
+        sources = [peer["endpoint"].rsplit(":", 1)[0] + "/32"]
+        resources.append(Resource(rules.PEER_COMPONENT, {"listen_port": 51820, "wireguard_sources": sources}, name="peer"))
     violations: list[str] = []
     for rule in rules.RULES:
         if rule.stack:

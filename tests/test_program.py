@@ -31,7 +31,9 @@ from tests.program_harness import (
     synthetic_stack,
 )
 
-ZHY = stack_config(REPO / "Pulumi.zhy.yaml")
+ZHY_FILE = stack_config(REPO / "Pulumi.zhy.yaml")
+# The tests read the configs the stack would install: exported on request (by default, public facts only).
+ZHY = {**ZHY_FILE, "wgmesh:exportConfigs": "true"}
 REGION_OF = {"zhy": "cn-northwest-1", "bjs": "cn-north-1"}
 
 
@@ -119,7 +121,8 @@ def test_instance_settings(zhy: ProgramRun) -> None:
         instance = zhy.mocks.named(f"{peer}-instance").inputs
         assert instance["sourceDestCheck"] is False
         assert instance["metadataOptions"]["httpTokens"] == "required"
-        assert instance["rootBlockDevice"] == {"volumeType": "gp3", "volumeSize": 16, "encrypted": True, "deleteOnTermination": True}
+        root = {"volumeType": "gp3", "volumeSize": 16, "encrypted": True, "deleteOnTermination": True}
+        assert instance["rootBlockDevice"] == root | {"tags": {"project": "wgmesh", "wgmesh:peer": peer, "Name": f"{peer}-root"}}
         assert instance["ami"] == "ami-0ubuntu2404"
         assert instance["instanceType"] == "t3.micro"
         assert instance["primaryNetworkInterface"]["networkInterfaceId"] == f"{peer}-eni-id"
@@ -169,6 +172,22 @@ def test_configs_are_secret_and_name_every_other_peer(zhy: ProgramRun) -> None:
             assert section.get("AllowedIPs") == allowed[section.name]
             assert section.get("PresharedKey")
         assert zhy.exports["config_digests"][name] == config_digest(text)
+
+
+def test_by_default_the_outputs_carry_only_public_facts(zhy: ProgramRun) -> None:
+    """No private key in any output unless `wgmesh:exportConfigs` asks for the configs, which stay a secret."""
+    run = run_program(ZHY_FILE)
+    assert sorted(run.exports) == ["config_digests", "peers", "relays", "verification"]
+    assert not any(run.secret_exports.values())
+    lines = [line for text in zhy.exports["configs"].values() for line in text.splitlines()]
+    private = [line for line in lines if line.startswith(("PrivateKey", "PresharedKey"))]
+    assert private
+    text = json.dumps(run.exports)
+    for line in private:
+        assert line.split(" = ", 1)[1] not in text
+    assert run.exports["peers"] == zhy.exports["peers"]
+    assert sorted(zhy.exports) == ["config_digests", "configs", "peers", "relays", "verification"]
+    assert zhy.secret_exports["configs"] is True
 
 
 def test_install_commands_carry_the_config_on_stdin_only(zhy: ProgramRun) -> None:
@@ -340,6 +359,8 @@ def test_resource_count_grows_linearly() -> None:
         (lambda mesh: mesh.update(admin_cidrs=["0.0.0.0/0"]), "wgmesh:mesh.admin_cidrs[0]"),
         (lambda mesh: mesh["peers"][0].pop("ssh_public_key"), "wgmesh:mesh.peers[0].key_name"),
         (lambda mesh: mesh.update(network="10.255.0.0/33"), "wgmesh:mesh.network"),
+        # A pasted WireGuard key was accepted and ignored (the peer kept its generated key): refused, naming the fix.
+        (lambda mesh: mesh["peers"][2].update(private_key="yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="), "peers[2].private_key"),
     ],
 )
 def test_bad_stack_config_fails_before_any_resource(mutate: Any, expected: str) -> None:
@@ -395,8 +416,74 @@ def test_an_instance_is_deleted_before_its_replacement_is_created() -> None:
         run_program(ZHY)
     for peer in ("zhy", "bjs"):
         assert options[f"{peer}-instance"].delete_before_replace is True
-        assert options[f"{peer}-instance"].ignore_changes == ["ami"]  # a newer image never replaces it silently
+        # a newer image or bootstrap never replaces it silently
+        assert options[f"{peer}-instance"].ignore_changes == ["ami", "userData", "userDataBase64"]
     assert not options["zhy-eni"].delete_before_replace  # the interface, route table and address stay
+
+
+NEW_BOOTSTRAP = "#!/bin/sh\n# a later release's bootstrap\n"
+
+
+def test_a_new_bootstrap_replaces_or_reboots_no_running_instance_and_a_new_peer_boots_it() -> None:
+    """Two runs: a release whose bootstrap (user data) changed, over a deployed stack, plus one peer joining.
+
+    The mocks cannot diff, so this asserts what makes the engine's diff behave. The engine copies an ignored input's
+    old value from the state into the new inputs before diffing (``processIgnoreChanges``): with ``userData`` (and
+    ``userDataBase64``, ``ami``) ignored, the running instances have no diff at all, neither a replacement nor the
+    provider's in-place update (a stop and start). A resource with no old state has nothing to copy: the joining
+    peer's instance is created with the new bootstrap. ``user_data_replace_on_change`` makes a bootstrap that is
+    taken on purpose (``rebuild: true``, which lifts the ignore for that peer only) a fresh instance, never a reboot.
+    """
+    with resource_options() as before_options:
+        before = run_program(ZHY)
+    with mock.patch("components.peer.user_data_script", return_value=NEW_BOOTSTRAP), resource_options() as after_options:
+        after = run_program(_four_peers())
+    for peer in ("zhy", "bjs"):
+        name = f"{peer}-instance"
+        assert before.mocks.named(name).inputs["userData"] == user_data_script()
+        assert after.mocks.named(name).inputs["userData"] == NEW_BOOTSTRAP  # the goal changed ...
+        for options in (before_options, after_options):  # ... and the engine ignores it, in both runs
+            assert {"userData", "userDataBase64", "ami"} <= set(options[name].ignore_changes or []), name
+            assert not options[name].replace_on_changes
+        assert after.mocks.named(name).inputs["userDataReplaceOnChange"] is True
+    assert after.mocks.named("fra-instance").inputs["userData"] == NEW_BOOTSTRAP  # a new instance boots the new one
+
+    rebuilt = _four_peers()
+    rebuilt["wgmesh:mesh"]["peers"][1]["rebuild"] = True
+    with mock.patch("components.peer.user_data_script", return_value=NEW_BOOTSTRAP), resource_options() as options:
+        run_program(rebuilt)
+    assert options["bjs-instance"].ignore_changes == []  # bjs alone takes the new bootstrap, as a new instance
+    assert options["bjs-instance"].delete_before_replace is True
+    assert {"userData", "ami"} <= set(options["zhy-instance"].ignore_changes or [])
+
+
+def test_a_new_availability_zone_or_subnet_size_replaces_the_subnet_in_a_working_order() -> None:
+    """Two runs: the availability zone, then the subnet's size, change. A subnet's zone and CIDR force a new subnet,
+    whose CIDR (the whole VPC's, by default) AWS refuses while the old subnet exists (InvalidSubnet.Conflict): the
+    subnet is deleted before its replacement is created, and with it (the engine deletes the dependents a
+    delete-before-replace would replace first) the interface, the association and the instance, which is itself
+    delete-before-replace. The VPC, gateway, Elastic IP and security groups stay."""
+    moved = copy.deepcopy(ZHY)
+    moved["wgmesh:mesh"]["peers"][0]["availability_zone"] = "cn-northwest-1b"
+    with resource_options() as first:
+        before = run_program(ZHY)
+    with resource_options() as second:
+        after = run_program(moved)
+    assert "availabilityZone" not in before.mocks.named("zhy-subnet").inputs
+    assert after.mocks.named("zhy-subnet").inputs["availabilityZone"] == "cn-northwest-1b"
+    for options in (first, second):
+        assert options["zhy-subnet"].delete_before_replace is True
+        assert options["zhy-instance"].delete_before_replace is True
+        assert not options["zhy-vpc"].delete_before_replace and not options["zhy-eip"].delete_before_replace
+    assert after.mocks.named("zhy-eni").inputs["subnetId"] == "zhy-subnet-id"  # the interface lives in the subnet
+
+    smaller = copy.deepcopy(moved)
+    smaller["wgmesh:mesh"]["peers"][0]["subnet_cidr"] = "192.168.10.0/25"
+    with resource_options() as third:
+        resized = run_program(smaller)
+    assert resized.mocks.named("zhy-subnet").inputs["cidrBlock"] == "192.168.10.0/25"
+    assert resized.mocks.named("zhy-vpc").inputs["cidrBlock"] == "192.168.10.0/24"  # the VPC stays, and is routed
+    assert third["zhy-subnet"].delete_before_replace is True
 
 
 def test_the_configs_barrier_never_keeps_an_old_config() -> None:
@@ -545,6 +632,50 @@ def test_allowed_account_ids_reach_every_regional_provider() -> None:
     assert all("allowedAccountIds" not in r.inputs for r in run_program(ZHY).mocks.of_type("pulumi:providers:aws"))
 
 
+def _mixed_partitions() -> dict[str, Any]:
+    config = copy.deepcopy(ZHY)
+    config["wgmesh:mesh"]["peers"].append(
+        {"name": "fra", "kind": "aws", "region": "eu-central-1", "vpc_cidr": "192.168.40.0/24", "key_name": "ops", "address": "10.255.0.4"}
+    )
+    return config
+
+
+def test_a_stack_mixing_partitions_without_credentials_is_refused_before_any_resource() -> None:
+    mocks = RecordingMocks()
+    with pytest.raises(Exception, match=r"wgmesh:mesh\.aws_credentials: the AWS peers span partitions \(aws: eu-central-1; aws-cn: cn-n"):
+        run_program(_mixed_partitions(), mocks=mocks)
+    assert mocks.resources == []
+
+
+def test_each_regions_provider_takes_its_partitions_credentials_and_default_tags() -> None:
+    config = _mixed_partitions()
+    config["wgmesh:mesh"]["aws_credentials"] = {
+        "aws-cn": {"profile": "china"},
+        "eu-central-1": {"profile": "global", "role_arn": "arn:aws:iam::123456789012:role/wgmesh", "session_name": "wgmesh"},
+    }
+    run = run_program(config)
+    providers = {r.name: r.inputs for r in run.mocks.of_type("pulumi:providers:aws")}
+    assert {name: inputs.get("profile") for name, inputs in providers.items()} == {
+        "aws-cn-north-1": "china",
+        "aws-cn-northwest-1": "china",
+        "aws-eu-central-1": "global",
+    }
+    assert json.loads(providers["aws-eu-central-1"]["assumeRoles"]) == [
+        {"roleArn": "arn:aws:iam::123456789012:role/wgmesh", "sessionName": "wgmesh"}
+    ]
+    assert "assumeRoles" not in providers["aws-cn-north-1"]
+    for inputs in providers.values():  # every provider tags every taggable resource it creates
+        assert json.loads(inputs["defaultTags"]) == {"tags": {"project": "wgmesh", "wgmesh:mesh": "wgmesh"}}
+
+
+def test_default_tags_on_every_provider_of_the_example_stack(zhy: ProgramRun) -> None:
+    for provider in zhy.mocks.of_type("pulumi:providers:aws"):
+        assert json.loads(provider.inputs["defaultTags"])["tags"]["wgmesh:mesh"] == "wgmesh", provider.name
+    untagged = {r.typ for r in zhy.mocks.resources if r.typ.startswith("aws:") and "tags" not in r.inputs}
+    # Neither kind takes tags in EC2 (they are attachments, not resources with an ARN).
+    assert untagged == {"aws:ec2/routeTableAssociation:RouteTableAssociation", "aws:ec2/eipAssociation:EipAssociation"}
+
+
 def test_100_aws_peers_and_externals_fit_the_default_route_and_group_quotas_with_route_summaries() -> None:
     """50 AWS peers per region (VPC, gateway and Elastic IP quotas raised, nothing else) and 10 externals."""
     config = synthetic_stack(110, external_every=11, regions=("cn-northwest-1", "cn-north-1"))
@@ -575,13 +706,14 @@ def test_declared_project_config_has_defaults_and_the_program_runs_with_them() -
     import yaml
 
     declared = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["config"]
-    assert set(declared) == {"sshPrivateKeyPath", "verify"}
+    assert set(declared) == {"sshPrivateKeyPath", "verify", "exportConfigs"}
     assert all("default" in spec and spec["type"] in ("string", "boolean") for spec in declared.values())
-    assert declared["verify"]["default"] is True
+    assert declared["verify"]["default"] is True and declared["exportConfigs"]["default"] is False
     defaults = {
         f"wgmesh:{key}": str(spec["default"]).lower() if spec["type"] == "boolean" else spec["default"] for key, spec in declared.items()
     }
-    run = run_program({**ZHY, **defaults})  # the secret sshPrivateKey still applies: the empty path does not override it
+    run = run_program({**ZHY_FILE, **defaults})  # the secret sshPrivateKey still applies: the empty path does not override it
+    assert "configs" not in run.exports
     commands = _commands(run)
     assert "wgmesh-test-key-not-real" in commands["zhy-install"]["connection"]["privateKey"]
     assert {name for name in commands if name.endswith("-verify")} == {"zhy-verify", "bjs-verify", "pub-verify"}

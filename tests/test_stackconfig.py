@@ -15,6 +15,8 @@ from mesh.stackconfig import load_stack, resolve_endpoints
 BASE: dict[str, Any] = {
     "network": "10.255.0.0/24",
     "admin_cidrs": ["203.0.113.7/32"],
+    # zhy (AWS China) and fra (AWS) are in two partitions: each needs credentials of its own.
+    "aws_credentials": {"aws-cn": {"profile": "china"}, "aws": {"profile": "global"}},
     "peers": [
         {"name": "zhy", "kind": "aws", "region": "cn-northwest-1", "vpc_cidr": "192.168.10.0/24", "key_name": "ops"},
         {
@@ -238,3 +240,106 @@ def test_a_summary_may_not_cover_an_external_peers_public_address() -> None:
     raw["peers"][2]["endpoint"] = "192.168.99.1:51820"
     found = problems(raw)
     assert "wgmesh:mesh.route_summaries" in found and "'pub'" in found["wgmesh:mesh.route_summaries"]
+
+
+def test_rebuild_is_an_aws_peers_boolean() -> None:
+    raw = stack()
+    raw["peers"][0]["rebuild"] = "yes"
+    raw["peers"][2]["rebuild"] = True
+    found = problems(raw)
+    assert "is not true or false" in found["wgmesh:mesh.peers[0].rebuild"]
+    assert "not a field of a external peer" in found["wgmesh:mesh.peers[2].rebuild"]
+    raw = stack()
+    raw["peers"][0]["rebuild"] = True
+    spec = load_stack(raw)
+    assert spec.peers[0].aws is not None and spec.peers[0].aws.rebuild is True
+    assert spec.peers[1].aws is not None and spec.peers[1].aws.rebuild is False
+
+
+WG_KEY = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="  # the WireGuard documentation's example private key
+
+
+@pytest.mark.parametrize("field", ["private_key", "public_key", "preshared_key", "preshared_keys", "psk"])
+def test_key_fields_on_a_stack_peer_are_refused_naming_the_field_and_the_fix(field: str) -> None:
+    """The program generates every key: a pasted one would be ignored, and it sits in plain text in the stack file."""
+    raw = stack()
+    raw["peers"][2][field] = WG_KEY
+    found = problems(raw)
+    message = found[f"wgmesh:mesh.peers[2].{field}"]
+    assert "key_version" in message or "generated" in message
+    assert list(found) == [f"wgmesh:mesh.peers[2].{field}"]  # reported once, not again as a key-shaped value
+    assert WG_KEY not in message
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "expected"),
+    [
+        (("tags", "note"), WG_KEY, "looks like a WireGuard key"),
+        (("peers", 2, "post_up"), f"wg set wg0 private-key <(echo {WG_KEY})", None),  # inside a command: not a whole key
+        (("peers", 0, "ssh_user"), "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbg==\n-----END OPENSSH PRIVATE KEY-----\n", "private key"),
+        (("tags", "deploy"), "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----", "private key"),
+    ],
+)
+def test_key_shaped_plain_values_are_refused_with_the_secret_config_fix(where: tuple[Any, ...], value: str, expected: str | None) -> None:
+    raw = stack(tags={})
+    target: Any = raw
+    for step in where[:-1]:
+        target = target[step]
+    target[where[-1]] = value
+    path = "wgmesh:mesh" + "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in where)
+    if expected is None:
+        load_stack(raw)
+        return
+    found = problems(raw)
+    assert expected in found[path]
+    assert "pulumi config set --secret wgmesh:sshPrivateKey" in found[path] and "key_version" in found[path]
+    assert value.strip() not in found[path]
+
+
+def test_ssh_public_keys_and_host_keys_are_not_mistaken_for_private_keys() -> None:
+    raw = stack()
+    raw["peers"][0].pop("key_name")
+    raw["peers"][0]["ssh_public_key"] = f"ssh-ed25519 {ED25519} ops@wgmesh"
+    raw["peers"][2]["ssh_host_key"] = f"ssh-ed25519 {ED25519}"
+    load_stack(raw)
+
+
+def test_a_stack_mixing_partitions_needs_credentials_per_partition() -> None:
+    """One ambient credential set is valid in one partition: the other side failed half-way through `pulumi up`."""
+    raw = stack()
+    del raw["aws_credentials"]
+    found = problems(raw)
+    message = found["wgmesh:mesh.aws_credentials"]
+    assert "aws: eu-central-1; aws-cn: cn-northwest-1" in message and "profile" in message
+    assert list(found) == ["wgmesh:mesh.aws_credentials"]
+    # A role alone is assumed with the ambient credentials: still one credential set.
+    role_only = stack(aws_credentials={"aws-cn": {"role_arn": "arn:aws-cn:iam::123456789012:role/wgmesh"}})
+    assert "wgmesh:mesh.aws_credentials" in problems(role_only)
+    # One partition may keep the ambient credentials; the other names a profile (per partition, or per region).
+    for credentials in (
+        {"aws-cn": {"profile": "china"}},
+        {"eu-central-1": {"profile": "global", "role_arn": "arn:aws:iam::123456789012:role/w"}},
+    ):
+        spec = load_stack(stack(aws_credentials=credentials))
+        assert spec.credentials_for("eu-central-1") == (credentials.get("eu-central-1") and spec.aws_credentials["eu-central-1"])
+    spec = load_stack(stack())
+    assert spec.credentials_for("cn-northwest-1") is not None and spec.credentials_for("cn-northwest-1").profile == "china"
+    # A single partition needs nothing.
+    single = stack(aws_credentials=None)
+    del single["aws_credentials"]
+    single["peers"][1]["region"] = "cn-north-1"
+    assert load_stack(single).aws_credentials == {}
+
+
+@pytest.mark.parametrize(
+    ("credentials", "path", "expected"),
+    [
+        ({"aws-cn": {"secret_key": "x", "profile": "china"}}, "wgmesh:mesh.aws_credentials.aws-cn.secret_key", "plain text"),
+        ({"aws-cn": {"profile": "china"}, "aws": {"access_key_id": "AKIA"}}, "wgmesh:mesh.aws_credentials.aws.access_key_id", "profile"),
+        ({"aws-cn": {"role_arn": "arn:aws:iam::123456789012:role/w"}}, "wgmesh:mesh.aws_credentials.aws-cn.role_arn", "across partitions"),
+        ({"mars": {"profile": "x"}}, "wgmesh:mesh.aws_credentials.mars", "neither an AWS partition nor a region"),
+        ({"aws-cn": {}}, "wgmesh:mesh.aws_credentials.aws-cn", "neither a profile nor a role"),
+    ],
+)
+def test_aws_credentials_name_profiles_and_roles_never_keys(credentials: dict[str, Any], path: str, expected: str) -> None:
+    assert expected in problems(stack(aws_credentials=credentials))[path]

@@ -93,7 +93,7 @@ def test_triggers() -> None:
 def test_least_privilege_permissions() -> None:
     expected = {
         (PREVIEW, "test"): None,
-        (PREVIEW, "preview"): {"contents": "read", "id-token": "write", "pull-requests": "write"},
+        (PREVIEW, "preview"): None,  # no cloud role, no comment: nothing a pull request's code could use
         (DEPLOY, "test"): None,
         (DEPLOY, "up"): {"contents": "read", "id-token": "write"},
     }
@@ -106,7 +106,8 @@ def test_least_privilege_permissions() -> None:
 
 def test_pulumi_steps() -> None:
     commands = {}
-    for path in (PREVIEW, DEPLOY):
+    assert steps_using(load(PREVIEW), "pulumi/actions") == [], "a pull request's code never reaches the stack's state"
+    for path in (DEPLOY,):
         steps = steps_using(load(path), "pulumi/actions")
         assert steps, f"{path.name} runs pulumi/actions"
         for _job, step in steps:
@@ -118,13 +119,12 @@ def test_pulumi_steps() -> None:
             assert env["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
             assert env["PULUMI_ACCESS_TOKEN"] == "${{ secrets.PULUMI_ACCESS_TOKEN }}"
             assert options["suppress-outputs"] is True
-            if path == PREVIEW:
-                assert options["comment-on-pr"] is True and options["github-token"] == "${{ secrets.GITHUB_TOKEN }}"
-    assert commands == {"preview.yml": "preview", "deploy.yml": "up"}
+    assert commands == {"deploy.yml": "${{ inputs.command || 'up' }}"}
+    assert load(DEPLOY)["on"]["workflow_dispatch"]["inputs"]["command"]["options"] == ["preview", "up"]
 
 
 def test_aws_credentials_by_oidc_or_secrets() -> None:
-    for path in (PREVIEW, DEPLOY):
+    for path in (DEPLOY,):
         steps = [step for _job, step in steps_using(load(path), "aws-actions/configure-aws-credentials")]
         by_condition = {step["if"]: step["with"] for step in steps}
         assert by_condition["vars.AWS_ROLE_ARN != ''"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
@@ -146,7 +146,7 @@ def test_aws_credentials_by_oidc_or_secrets() -> None:
 def test_oidc_audience_follows_the_regions_partition(tmp_path: Path, region: str, override: str, audience: str) -> None:
     """AWS China's STS only accepts tokens for sts.amazonaws.com.cn: the role step takes the audience the step before
     it computes from the region (run here as the runner would run it)."""
-    for path in (PREVIEW, DEPLOY):
+    for path in (DEPLOY,):
         steps = [step for job in load(path)["jobs"].values() for step in job.get("steps", [])]
         (pick,) = [step for step in steps if step.get("id") == "partition"]
         (role,) = [
@@ -194,3 +194,67 @@ def test_setup_action_prepares_what_pulumi_expects() -> None:
             uses = [step.get("uses") for step in job["steps"]]
             if any(str(item).startswith("pulumi/actions@") for item in uses):
                 assert "./.github/actions/setup" in uses
+
+
+def pull_request_triggered(workflow: dict[str, Any]) -> bool:
+    triggers = workflow["on"]
+    names = [triggers] if isinstance(triggers, str) else list(triggers)
+    return any(name in ("pull_request", "pull_request_target", "workflow_run") for name in names)
+
+
+def secrets_of(node: Any) -> set[str]:
+    """Every secret a job can read: ``secrets.NAME`` (or ``secrets['NAME']``) anywhere in it, ``secrets: inherit``."""
+    text = yaml.safe_dump(node)
+    found = set(re.findall(r"secrets\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*'([^']+)'\s*\])", text))
+    names = {a or b for a, b in found}
+    if re.search(r"\bsecrets\b(?!\s*[.\[])", text) or (isinstance(node, dict) and node.get("secrets") == "inherit"):
+        names.add("*")  # the whole secrets context, or every secret passed on to a reusable workflow
+    return names
+
+
+# Deploy-grade secrets: each decrypts the stack (its state and config hold the SSH key that logs in to every peer)
+# or writes to the cloud.
+STACK_SECRETS = {"PULUMI_CONFIG_PASSPHRASE", "PULUMI_ACCESS_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+def test_no_secret_and_no_cloud_credential_reaches_a_pull_request_job() -> None:
+    """A pull request from a branch of the repository runs its own code with whatever its jobs get: no secret at all,
+    no OIDC token (a role to assume), no AWS credentials step, no job in an environment that holds secrets."""
+    checked = 0
+    for path in WORKFLOWS.glob("*.yml"):
+        workflow = load(path)
+        if not pull_request_triggered(workflow):
+            continue
+        assert "secrets" not in secrets_of({key: value for key, value in workflow.items() if key != "jobs"}), path.name
+        assert (workflow.get("permissions") or {}).get("id-token") != "write", path.name
+        for job_id, job in workflow["jobs"].items():
+            checked += 1
+            assert secrets_of(job) == set(), f"{path.name}: job {job_id} reads secrets {sorted(secrets_of(job))}"
+            assert (job.get("permissions") or {}).get("id-token") != "write", f"{path.name}: {job_id} may assume a cloud role"
+            assert "environment" not in job, f"{path.name}: {job_id} runs in an environment (its secrets)"
+            assert steps_using({"jobs": {job_id: job}}, "aws-actions/configure-aws-credentials") == [], f"{path.name}: {job_id}"
+            assert steps_using({"jobs": {job_id: job}}, "pulumi/actions") == [], f"{path.name}: {job_id} reaches the stack"
+    assert checked >= 2
+
+
+def test_the_check_above_catches_a_secret_in_a_pull_request_job() -> None:
+    """The check is not vacuous: each way of handing a secret to a job is found."""
+    for job in (
+        {"steps": [{"env": {"P": "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"}}]},
+        {"steps": [{"with": {"k": "${{ secrets['AWS_SECRET_ACCESS_KEY'] }}"}}]},
+        {"uses": "./.github/workflows/x.yml", "secrets": "inherit"},
+        {"steps": [{"run": "echo '${{ toJSON(secrets) }}'"}]},
+    ):
+        assert secrets_of(job), job
+
+
+def test_stack_secrets_reach_only_the_deploy_job_in_its_protected_environment() -> None:
+    for path in WORKFLOWS.glob("*.yml"):
+        workflow = load(path)
+        for job_id, job in workflow["jobs"].items():
+            used = secrets_of(job) & (STACK_SECRETS | {"*"})
+            if used:
+                assert (path, job_id) == (DEPLOY, "up"), f"{path.name}: {job_id} reads {sorted(used)}"
+                assert job["environment"] == "${{ matrix.stack }}", "the stack's environment holds them"
+                assert not pull_request_triggered(workflow)
+    assert secrets_of(load(DEPLOY)["jobs"]["up"]) >= {"PULUMI_CONFIG_PASSPHRASE", "PULUMI_ACCESS_TOKEN"}
