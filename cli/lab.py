@@ -1,9 +1,11 @@
-"""``wgmesh lab up|down|status|exec|reboot``: the local network-namespace lab (root on Linux).
+"""``wgmesh lab up|deploy|down|status|exec|reboot``: the local network-namespace lab (root on Linux).
 
 The lab (package :mod:`lab`, not part of the pure core) makes N "cloud servers" out of network namespaces on one
 machine, each with sshd, a LAN behind it and optionally one behind NAT, and writes ``<state>/Pulumi.lab.yaml``, the
 stack config that describes them as external peers (never into the repository root). ``lab down`` removes what
-``up`` made: namespaces, processes, links, mounts, and the files (stack file, key, the deploy's state). This module only parses the
+``up`` made: namespaces, processes, links, mounts, and the files (stack file, key, the deploy's state). ``lab deploy``
+(or ``lab up --deploy``) runs ``pulumi up --stack lab`` with the real Pulumi engine (:mod:`lab.engine`) and prints
+Pulumi's own summary; ``--destroy`` runs ``pulumi destroy``. This module only parses the
 command line and prints; every failure the user can fix (not root, a tool missing, a lab already up) is a plain
 ``error:`` line and exit code 1.
 """
@@ -68,7 +70,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="when another lab holds this machine (one at a time), wait up to SECONDS for it to go (default: fail at once)",
     )
+    up.add_argument("--deploy", action="store_true", help="then deploy the mesh onto the hosts (`pulumi up --stack lab`, see `lab deploy`)")
     up.set_defaults(func=run_up)
+
+    deploy = actions.add_parser(
+        "deploy",
+        parents=[common],
+        help="deploy the mesh onto the lab with the Pulumi engine (pulumi up --stack lab)",
+        description="Run `pulumi up --stack lab` with the lab's Pulumi.lab.yaml through the Pulumi engine (Automation API: "
+        "the CLI from ./dev engine or PATH; the official command and random plugins where installed, the test providers "
+        "otherwise) and print Pulumi's summary and each peer's verification. The stack's state lives in <state>/engine.",
+    )
+    deploy.add_argument("--peers", metavar="NAMES", help="only these hosts, comma-separated (default: all of them)")
+    deploy.add_argument("--destroy", action="store_true", help="`pulumi destroy` instead: uninstall the mesh from every host")
+    deploy.set_defaults(func=run_deploy)
 
     down = actions.add_parser(
         "down",
@@ -144,7 +159,40 @@ def run_up(args: argparse.Namespace) -> int:
     print(f"stack file: {lab.stack_path}")
     wgmesh = invocation()
     print(f"ssh key: {lab.key_path}   try: {wgmesh} lab exec h1 -- wg show   |   {wgmesh} lab down")
-    return EXIT_OK
+    return _deploy(lab, None, destroy=False) if args.deploy else EXIT_OK
+
+
+@_user_errors
+def run_deploy(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    if lab.state() is None:
+        raise UserError(f"no lab is up in {lab.state_dir}: run `{invocation()} lab up --peers 3` first")
+    peers = [name.strip() for name in args.peers.split(",") if name.strip()] if args.peers else None
+    return _deploy(lab, peers, destroy=args.destroy)
+
+
+def _deploy(lab, peers: list[str] | None, *, destroy: bool) -> int:  # lab: lab.Lab
+    from lab.deploy import LabStack
+    from lab.engine import EngineMissing
+
+    try:
+        stack = LabStack(lab)
+    except EngineMissing as exc:
+        raise UserError(str(exc)) from None
+    print(f"pulumi {'destroy' if destroy else 'up'} --stack lab: {stack.engine}")
+    try:
+        result = stack.destroy() if destroy else stack.up(stack.config(peers))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(result.summary or result.stdout[-4000:])
+    if not result.ok:
+        for name, message in sorted(result.failures.items()):
+            print(f"FAILED {name}: {message.strip().splitlines()[-1] if message.strip() else 'failed'}")
+        return EXIT_INVALID
+    for name, check in sorted(result.verification.items()):
+        verdict = "ok" if isinstance(check, dict) and check.get("ok") else "FAILED"
+        print(f"  verify {name}: {verdict}" + (f" in {check.get('seconds', 0):g}s" if isinstance(check, dict) else ""))
+    return EXIT_OK if all(isinstance(check, dict) and check.get("ok") for check in result.verification.values()) else EXIT_INVALID
 
 
 @_user_errors
