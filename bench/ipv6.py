@@ -61,7 +61,7 @@ def compare(lab: Lab, v4: str, v6: str, *, seconds: float, rounds: int, client: 
 
 
 def measure(lab: Lab, seconds: float, rounds: int) -> dict[str, Any]:
-    stack = LabStack(lab, command_timeout=300)
+    stack = LabStack(lab)
     h2 = lab.host("h2")
     assert h2.public_address6 is not None
 

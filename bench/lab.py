@@ -2,7 +2,7 @@
 
 For each size N (default 3, 10 and 30 peers) a lab of N+1 hosts is built, then:
 
-* connect time: one ``pulumi up`` (the real ``__main__.py`` with the lab executor, :class:`lab.deploy.LabStack`)
+* connect time: one ``pulumi up`` (the real program through the real engine, :class:`lab.deploy.LabStack`)
   of the first N hosts, from its start until every peer's verify command has seen a handshake with and a ping
   answer from every other peer; then every ordered pair is pinged again from inside the namespaces (tunnel
   addresses), which must all answer. Goal: 30 peers connected in under 60 s.
@@ -83,7 +83,7 @@ def connect_and_add(peers: int, state_root: Path) -> dict[str, Any]:
     lab.up(peers + 1, wait=300)  # another lab (a test run) may hold the machine: take turns
     figures["lab_build_s"] = round(time.monotonic() - started, 2)
     try:
-        stack = LabStack(lab, command_timeout=300)
+        stack = LabStack(lab)
         names = [f"h{index}" for index in range(1, peers + 1)]
         deployed = stack.up(stack.config(names))
         if not deployed.ok:

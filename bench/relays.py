@@ -129,7 +129,7 @@ def main() -> int:
         lab = Lab(Path(tmp) / "lab")
         lab.up(len(HOSTS), nat_peer=len(NAT), dual_stack=True, wait=300)  # another lab (a test run) may hold the machine: take turns
         try:
-            stack = LabStack(lab, command_timeout=300)
+            stack = LabStack(lab)
             relay, _ = deploy(stack, list(HOSTS))
             if wg_show(lab, "h4") is None:
                 raise RuntimeError("wg0 is not up on h4")

@@ -1,7 +1,7 @@
 """End to end, dual stack: the real ``__main__.py`` deploys an IPv4 + IPv6 mesh on a ``--dual-stack`` lab.
 
-Like ``tests/test_e2e.py`` (one "pulumi up" = :meth:`lab.deploy.LabStack.up`: the program under mocks, its
-``remote.Command`` installs run over SSH on the lab hosts), checked from inside the namespaces:
+Like ``tests/test_e2e.py`` (one "pulumi up" = :meth:`lab.deploy.LabStack.up`: the program through the real Pulumi
+engine, its ``remote.Command`` installs run over SSH on the lab hosts), checked from inside the namespaces:
 
 * the lab's own stack file (tunnel networks 10.255.0.0/24 + fd00:255::/64, a v4 and a v6 LAN per host) deploys,
   the program's verification passes, every pair answers ``ping -6`` (and ``ping``) over its tunnel addresses and
@@ -85,7 +85,7 @@ def require_ip6tables() -> None:
 
 @pytest.fixture(scope="module")
 def stack(lab: Lab) -> LabStack:
-    return LabStack(lab, command_timeout=180)
+    return LabStack(lab)
 
 
 def assert_whole(lab: Lab, names: Sequence[str], *, timeout: float = 20) -> None:

@@ -3,8 +3,8 @@
 The lab is dual stack (IPv4 and IPv6 tunnel networks and LANs; the NAT routers are IPv4 only, so h4 and h5 have
 no IPv6 underlay), so the same lab proves the relay for both families.
 
-Each deploy is :meth:`lab.deploy.LabStack.up` (the real ``__main__.py`` under mocks, its install and verify
-scripts run over SSH on the lab hosts), then checked from inside the namespaces:
+Each deploy is :meth:`lab.deploy.LabStack.up` (the real program through the real Pulumi engine, its install and
+verify commands run over SSH on the lab hosts), then checked from inside the namespaces:
 
 * h4 and h5 sit behind NAT routers of their own (neither can reach the other's): the stack exports the pair and
   its relay, both verifications report the other as reached ``via`` that relay, every pair of hosts answers over
@@ -59,7 +59,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def stack(lab: Lab) -> LabStack:
-    return LabStack(lab, command_timeout=180)
+    return LabStack(lab)
 
 
 def relay_of(result: UpResult) -> str:
