@@ -368,8 +368,8 @@ class Lab:
     def keep_dir(self, path: Path) -> None:
         """Record a directory kept for the lab that is up (the deploy's engine workspace): ``down`` removes it whole."""
         state = self.state()
-        if state is not None and str(Path(path).absolute()) not in state.made("dirs"):
-            state.record("dirs", str(Path(path).absolute()))
+        if state is not None:
+            state.record("trees", str(Path(path).absolute()))
 
     def _add_netns(self, state: LabState, name: str) -> None:
         result = run(["ip", "netns", "add", name], check=False)
@@ -667,11 +667,11 @@ LoginGraceTime 60
                 os.unlink(path)
                 removed["files"] += 1
             state.forget("files", path)
-        for path in state.made("dirs"):
+        for path in state.made("trees"):
             if os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
                 removed["files"] += 1
-            state.forget("dirs", path)
+            state.forget("trees", path)
         self.state_path.unlink(missing_ok=True)
         if state.data.get("made_state_dir"):
             with contextlib.suppress(OSError):  # left in place (and said by `lab down`) if something else was put there

@@ -226,8 +226,12 @@ class Workspace:
         try:
             result = call(on_output=lines.append, on_event=record, color="never", **kwargs)
         except auto.CommandError as exc:
+            for names in actions.values():
+                names.sort()
             return Operation(kind, False, time.monotonic() - started, actions, failures, stdout="\n".join(lines), error=str(exc))
         seconds = time.monotonic() - started
+        for names in actions.values():
+            names.sort()
         outputs = getattr(result, "outputs", None) or {}
         summary = dict(getattr(getattr(result, "summary", None), "resource_changes", None) or {})
         return Operation(
@@ -266,6 +270,8 @@ class Workspace:
             result = self.stack.preview(on_output=lines.append, on_event=on_event, color="never", **kwargs)
         except auto.CommandError as exc:
             return Operation("preview", False, time.monotonic() - started, actions, stdout="\n".join(lines), error=str(exc))
+        for names in actions.values():
+            names.sort()
         summary = {str(getattr(op, "value", op)): count for op, count in (result.change_summary or {}).items()}
         return Operation("preview", True, time.monotonic() - started, actions, summary=summary, stdout="\n".join(lines))
 

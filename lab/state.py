@@ -68,7 +68,8 @@ class LabState:
         return state
 
     def made(self, kind: str) -> list[Any]:
-        """What was recorded under ``kind`` (``netns``, ``links``, ``mounts``, ``dirs``, ``files``), in creation order."""
+        """What was recorded under ``kind`` (``netns``, ``links``, ``mounts``, ``dirs``, ``files``, ``trees``: whole
+        directories), in creation order."""
         with self._lock:
             return list(self.data["made"].get(kind, []))
 

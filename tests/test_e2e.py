@@ -55,6 +55,7 @@ from lab.deploy import (
     wireguard_pids,
 )
 from tests.conftest import deployed, running_lab
+from tests.state_audit import secrets_in_text
 
 pytestmark = pytest.mark.lab
 
@@ -228,7 +229,10 @@ def test_a_broken_config_is_rejected_and_the_old_one_stays_active(lab: Lab, stac
     assert not failed.ok and set(failed.failures) == {"h1-install"}, (failed.failures, failed.actions)
     message = failed.failures["h1-install"]
     assert "wgmesh: rejected" in message and reason in message, message
-    assert KEY_TEXT.search(failed.stdout + (failed.error or "")) is None, "a key in the engine's output"
+    assert KEY_TEXT.search(message) is None, "a key in the failure message"
+    shown = stack.workspace.export(show_secrets=True)
+    keys = [peer["public_key"] for peer in stack.workspace.outputs()["peers"].values()]
+    assert secrets_in_text(failed.stdout + (failed.error or ""), shown, keys) == [], "a secret in the engine's output"
     assert (conf.read_bytes(), conf.stat().st_mtime_ns) == (old_bytes, old_mtime), "the installed config changed"
     assert static(wg_show(lab, "h1")) == static(old) and wireguard_pids(lab, "h1") == pids, "the running interface changed"
     assert (tunnel.stats and tunnel.stats.lost, lan.stats and lan.stats.lost) == (0, 0), (tunnel.stats, lan.stats)
