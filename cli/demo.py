@@ -120,6 +120,12 @@ def _lab_unavailable() -> str | None:
     missing = [tool for tool in ("ssh", "ping") if which(tool) is None]
     if missing:
         return f"the lab demo needs {', '.join(missing)}: apt-get install openssh-client iputils-ping"
+    from lab.engine import EngineMissing, find_cli
+
+    try:
+        find_cli()
+    except EngineMissing as exc:
+        return str(exc)
     return None
 
 
@@ -127,12 +133,7 @@ def _lab_demo(args: argparse.Namespace) -> int:
     # Imported here: the lab and the program harness load pulumi, which the rest of the CLI never needs.
     from lab import Lab, LabError
     from lab.deploy import LabStack, in_lab
-    from lab.engine import EngineMissing, find_cli
 
-    try:
-        find_cli()
-    except EngineMissing as exc:
-        raise UserError(str(exc)) from None
     lab = Lab(args.state)
     nat = not args.no_nat
     print(f"== 2/2 local lab: {LAB_PEERS} hosts" + (f", h{LAB_PEERS} behind NAT" if nat else "") + f" (state {lab.state_dir})")
