@@ -130,6 +130,60 @@ def test_rotating_a_key_never_cuts_a_path_for_a_second(lab: Lab, stack: LabStack
     assert max(gaps) < MAX_GAP_SECONDS, gaps
 
 
+def old_program() -> None:
+    """The program as released before keys left the state: every seed a ``RandomBytes`` (its ID is its value)."""
+    import base64
+    from unittest import mock
+
+    import pulumi
+    import pulumi_random as random
+
+    from components import keys
+    from components.program import program
+
+    def random_bytes_seed(name: str, *, key_version: int, parent: pulumi.Resource) -> pulumi.Output[str]:
+        seed = random.RandomBytes(
+            name,
+            length=32,
+            keepers={"key_version": str(key_version)},
+            opts=pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["base64", "hex"]),
+        )
+        return pulumi.Output.secret(seed.base64)
+
+    def decode(seed: str) -> bytes:
+        return base64.b64decode(seed, validate=True)
+
+    with (
+        mock.patch("components.peer.random_seed", random_bytes_seed),
+        mock.patch("components.mesh_component.random_seed", random_bytes_seed),
+        mock.patch("components.mesh_component.seed_bytes", decode),
+        mock.patch.object(keys, "seed_bytes", decode),
+    ):
+        program()
+
+
+def test_a_stack_deployed_with_random_bytes_moves_over_in_one_hitless_up(lab: Lab, stack: LabStack) -> None:
+    """Migration: the old program's state leaks every key (the audit says so on a real engine's export); one `up`
+    with this release rotates every key and preshared key at once, cuts no path for a second, and leaves a current
+    state with nothing to find."""
+    stack.destroy()
+    old = LabStack(lab, program=old_program)
+    first = deployed(old, old.config(NAMES))
+    leaks = findings(old.workspace.export(), old.workspace.export(show_secrets=True), public_keys(first.exports))
+    assert len([line for line in leaks if ".id:" in line]) == len(NAMES) + 1, leaks  # a seed per peer and the mesh secret
+    before = {name: wg_show(lab, name) for name in NAMES}
+    pairs = [*tunnel_pairs(lab, NAMES), *lan_pairs(lab, NAMES)]
+    with contextlib.ExitStack() as pingers:
+        running = [pingers.enter_context(Pinger(lab, source, address, interval=PING_INTERVAL)) for source, address in pairs]
+        moved = deployed(stack, stack.config(NAMES))
+    assert {name: wg_show(lab, name).public_key for name in NAMES} != {name: before[name].public_key for name in NAMES}  # type: ignore[union-attr]
+    assert sorted(name for name in moved.actions.get("delete", []) if name.endswith("-key") or name.endswith("-secret")) != []
+    gap = max(pinger.stats.longest_gap for pinger in running if pinger.stats)
+    print(f"moving off RandomBytes: {moved.seconds:.1f} s, every key rotated, longest gap {gap:.2f} s over {len(pairs)} paths")
+    assert gap < MAX_GAP_SECONDS
+    assert findings(stack.workspace.export(), stack.workspace.export(show_secrets=True), public_keys(moved.exports)) == []
+
+
 def _pulumi_children() -> list[int]:
     """PIDs of the Pulumi CLI processes this test process started."""
     me = os.getpid()
