@@ -97,15 +97,26 @@ def test_the_audit_catches_a_key_seeded_from_random_bytes(tmp_path: Path) -> Non
         workspace.destroy()
 
 
-def test_preview_lists_the_hosts_to_reinstall_and_no_secret(stack: LabStack) -> None:
+# A change, and the installs a preview must announce: (to run again, to delete).
+PREVIEWED = {
+    "one peer's MTU": ({"h2": {"mtu": 1380}}, NAMES, (["h2-install"], [])),
+    "one peer's key": ({"h2": {"key_version": 9}}, NAMES, (["h1-install", "h2-install", "h3-install"], [])),
+    "a peer removed": ({}, ("h1", "h2"), (["h1-install", "h2-install"], ["h3-install"])),
+}
+
+
+@pytest.mark.parametrize("change", sorted(PREVIEWED))
+def test_preview_lists_the_hosts_to_reinstall_and_no_secret(stack: LabStack, change: str) -> None:
+    settings, names, (again, deleted) = PREVIEWED[change]
     deployed(stack, stack.config(NAMES))
     assert stack.up(stack.config(NAMES), expect_no_changes=True).ok, "a second up with nothing changed changed something"
     shown = stack.workspace.export(show_secrets=True)
-    plan = stack.preview(stack.config(NAMES, peer_settings={"h2": {"mtu": 1380}}), diff=True)
+    plan = stack.preview(stack.config(names, peer_settings=settings), diff=True)
     assert plan.ok, plan.error
-    installs = sorted(name for name in plan.actions.get("update", []) if name.endswith("-install"))
-    assert installs == ["h2-install"], plan.actions
-    assert sorted(name for name in plan.actions.get("same", []) if name.endswith("-install")) == ["h1-install", "h3-install"]
+    installs = {op: sorted(name for name in found if name.endswith("-install")) for op, found in plan.actions.items()}
+    assert installs.get("update", []) == again, plan.actions
+    assert installs.get("delete", []) == deleted, plan.actions
+    assert installs.get("same", []) == sorted(f"{name}-install" for name in names if f"{name}-install" not in again), plan.actions
     assert secrets_in_text(plan.stdout, shown, public_keys(stack.workspace.outputs())) == [], "a secret in the preview"
     assert "sha256=" in plan.stdout, "the preview's diff does not show which config changed"
 
