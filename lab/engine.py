@@ -17,7 +17,6 @@ semantics. :attr:`Engine.providers` says which ran, and every summary prints it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -306,8 +305,8 @@ class Workspace:
         return sorted(path for path in (self.directory / "backend").rglob("*") if path.is_file())
 
     def cancel(self) -> None:
-        with contextlib.suppress(Exception):
-            self.stack.cancel()
+        """``pulumi cancel``: release the lock a killed ``up`` left on the stack (the next ``up`` then converges)."""
+        self.stack.cancel()
 
     def resource_outputs(self, name: str) -> dict[str, Any]:
         """The recorded outputs of the resource named ``name`` (secrets as their ciphertext envelope)."""

@@ -229,6 +229,9 @@ def test_an_up_killed_during_the_installs_is_followed_by_one_that_converges(lab:
     interrupted = stack.up(changed, on_event=on_event)
     assert killed and not interrupted.ok, "the engine was not killed in the middle of the installs"
     print(f"killed the engine (pid {killed[0]}) during the installs: {(interrupted.error or '')[-300:]}")
+    # What a user does after a killed `pulumi up`: the stack is still locked by the dead process.
+    assert not stack.up(changed).ok, "a killed up left no lock (or the test did not kill it in time)"
+    stack.workspace.cancel()  # `pulumi cancel`
     converged = deployed(stack, changed)
     assert stack.up(changed, expect_no_changes=True).ok
     assert all(check["ok"] for check in converged.verification.values())
