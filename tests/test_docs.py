@@ -50,8 +50,8 @@ NOT_RUN: dict[str, str] = {
     "pulumi preview --stack zhy --policy-pack policy": CLOUD,
     "pulumi up --stack zhy --policy-pack policy": CLOUD,
     "pulumi preview --stack zhy --policy-pack policy --policy-pack-config policy-config.json": CLOUD,
-    "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:Mesh$wgmesh:index:WireGuardPeer$command:local:Command::wgmesh-<peer>-host-key'": CLOUD,
-    "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:Mesh$wgmesh:index:WireGuardPeer$aws:ec2/instance:Instance::wgmesh-<peer>-instance'": CLOUD,
+    "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:Mesh$wgmesh:index:WireGuardPeer$command:local:Command::wgmesh-<peer>-host-key'": CLOUD,  # noqa: E501 (a URN as documented)
+    "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:Mesh$wgmesh:index:WireGuardPeer$aws:ec2/instance:Instance::wgmesh-<peer>-instance'": CLOUD,  # noqa: E501
     "pulumi preview --stack <stack> --diff": CLOUD,
     "pulumi up --stack <stack>": CLOUD,
     "pulumi config set --path 'wgmesh:mesh.peers[0].availability_zone' cn-northwest-1b": ENGINE,
