@@ -1,10 +1,12 @@
 """wgmesh's Pulumi components: reusable from any Pulumi project (``pip install git+<this repo>``).
 
-``WireGuardPeer`` is one mesh member (an AWS host wgmesh creates, or an external host), ``MeshComponent`` renders
-and installs every member's WireGuard config over SSH, and :func:`deploy_stack` builds both from a validated stack
-config, as this repository's own ``__main__.py`` does.
+``Mesh`` is the whole mesh from one description (the stack config's ``wgmesh:mesh``): the way to build one.
+Underneath, ``WireGuardPeer`` is one mesh member (an AWS host wgmesh creates, or an external host) and
+``MeshComponent`` renders and installs every member's WireGuard config over SSH over peers built by the caller.
+:func:`deploy_stack` is this repository's own program's use of ``Mesh``.
 """
 
+from components.mesh_api import Mesh
 from components.mesh_component import MeshArgs, MeshComponent
 from components.peer import AwsHostArgs, ExternalHostArgs, WireGuardPeer, WireGuardPeerArgs
 from components.stack import DeployedMesh, deploy_stack
@@ -13,6 +15,7 @@ __all__ = [
     "AwsHostArgs",
     "DeployedMesh",
     "ExternalHostArgs",
+    "Mesh",
     "MeshArgs",
     "MeshComponent",
     "WireGuardPeer",

@@ -62,26 +62,22 @@ class MeshArgs:
     mesh_secret_version: int = 1
 
 
-class MeshComponent(pulumi.ComponentResource):
-    """The full mesh (``wgmesh:index:Mesh``) over a set of peers."""
+MESH_TYPE = "wgmesh:index:Mesh"
 
-    configs: pulumi.Output[dict[str, str]]
-    config_digests: pulumi.Output[dict[str, str]]
-    verification: pulumi.Output[dict[str, Any]]
-    relays: dict[str, Any]
 
-    def __init__(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        try:
-            self._build(name, args, opts)
-        except Exception as exc:
-            # Its peers wait for this mesh to admit them: they fail now, carrying this error (see WireGuardPeer.abandon).
-            for peer in args.peers.values():
-                peer.abandon(f"MeshComponent {name!r} failed: {exc}")
-            raise
+class MeshBuilder:
+    """What a mesh registers under itself (everything below ``_build_mesh``), shared by :class:`MeshComponent` (peers
+    built by the caller) and :class:`components.mesh_api.Mesh` (peers built from one description). No annotations here:
+    the component provider's schema analyzer reads the annotations of a component's classes as its outputs."""
 
-    def _build(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None) -> None:
-        _check_args(args)
-        super().__init__("wgmesh:index:Mesh", name, None, opts)
+    # Per-peer commands are named f"{_peer_prefix}{peer}-install": Mesh prefixes them with its own name (two meshes in
+    # one stack) and, adopting a stack built before, aliases the unprefixed names.
+    _peer_prefix = ""
+    _alias_unprefixed = False
+
+    def _build_mesh(self, name: str, args: MeshArgs) -> dict[str, Any]:
+        """Every child of the mesh under ``self`` (a registered component); the outputs to register."""
+        assert isinstance(self, pulumi.ComponentResource)
         mesh = args.mesh
         peers = {peer.name: args.peers[peer.name] for peer in mesh.peers}
 
@@ -97,7 +93,6 @@ class MeshComponent(pulumi.ComponentResource):
         for peer_name, peer in peers.items():
             peer.admit_wireguard_from(facts.input.apply(lambda known, me=peer_name: _sources_except(mesh, known["sources"], me)))
         self.public_keys = facts.input.apply(lambda known: dict(known["public_keys"]))
-
         # Barrier 2: the rendered configs (a secret), each install reading its own.
         secret = random_seed(f"{name}-psk-secret", key_version=args.mesh_secret_version, parent=self) if args.preshared_keys else None
         # A Stash keeps its first value as `output`: replaced on every change, it never keeps a rotated-out key.
@@ -135,15 +130,18 @@ class MeshComponent(pulumi.ComponentResource):
         # Known before anything is created (the choice is pure), so `pulumi preview` already shows it.
         pairs = [pair.as_output() for pair in relayed_pairs(mesh)]
         self.relays = {"pairs": pairs, "note": CLEARTEXT_NOTE} if pairs else {"pairs": []}
-        self.register_outputs(
-            {
-                "networks": self.networks,
-                "config_digests": self.config_digests,
-                "configs": self.configs,
-                "verification": self.verification,
-                "relays": self.relays,
-            }
-        )
+        return {
+            "networks": self.networks,
+            "config_digests": self.config_digests,
+            "configs": self.configs,
+            "verification": self.verification,
+            "relays": self.relays,
+        }
+
+    def _child(self, peer_name: str, suffix: str, **options: Any) -> tuple[str, pulumi.ResourceOptions]:
+        """A per-peer child's name and options: under this mesh, prefixed, aliased to its unprefixed name if asked."""
+        aliases = [pulumi.Alias(name=f"{peer_name}-{suffix}")] if self._alias_unprefixed and self._peer_prefix else None
+        return f"{self._peer_prefix}{peer_name}-{suffix}", pulumi.ResourceOptions(parent=self, aliases=aliases, **options)  # type: ignore[arg-type]
 
     def _connection(self, peer_name: str, peer: WireGuardPeer, args: MeshArgs) -> command.remote.ConnectionArgs:
         key = args.ssh_private_keys.get(peer_name, args.ssh_private_key)
@@ -176,20 +174,22 @@ class MeshComponent(pulumi.ComponentResource):
                 + f", config sha256={values[0]}\n{wait}\n{body}"
             )
         )
+        command_name, options = self._child(
+            peer_name,
+            "install",
+            depends_on=[peer, *relays],
+            additional_secret_outputs=["stdin", "stdout", "stderr"],
+            # Never run the old command's delete (interface down) after a replacement was installed.
+            delete_before_replace=True,
+        )
         return command.remote.Command(
-            f"{peer_name}-install",
+            command_name,
             connection=self._connection(peer_name, peer, args),
             create=script,
             delete=uninstall_script(mesh.interface),
             stdin=pulumi.Output.secret(config),
             logging=command.remote.Logging.STDERR,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[peer, *relays],
-                additional_secret_outputs=["stdin", "stdout", "stderr"],
-                # Never run the old command's delete (interface down) after a replacement was installed.
-                delete_before_replace=True,
-            ),
+            opts=options,
         )
 
     def _verify(
@@ -209,13 +209,40 @@ class MeshComponent(pulumi.ComponentResource):
                 )
             )
         )
+        command_name, options = self._child(peer_name, "verify")
         return command.remote.Command(
-            f"{peer_name}-verify",
+            command_name,
             connection=self._connection(peer_name, peer, args),
             create=script,
             logging=command.remote.Logging.STDOUT_AND_STDERR,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=options,
         )
+
+
+class MeshComponent(MeshBuilder, pulumi.ComponentResource):
+    """The full mesh (``wgmesh:index:Mesh``) over a set of peers the caller built.
+
+    Lower level than :class:`components.mesh_api.Mesh`, which builds the peers from the same description. Both are the
+    same resource as far as the state goes (same type, same children): a program moving from this class to ``Mesh``
+    keeps its mesh's URN, and ``Mesh(..., adopt_unprefixed=True)`` aliases the peers and per-peer commands this class
+    and its separate peers named without the mesh's prefix.
+    """
+
+    configs: pulumi.Output[dict[str, str]]
+    config_digests: pulumi.Output[dict[str, str]]
+    verification: pulumi.Output[dict[str, Any]]
+    relays: dict[str, Any]
+
+    def __init__(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        try:
+            _check_args(args)
+            super().__init__(MESH_TYPE, name, None, opts)
+            self.register_outputs(self._build_mesh(name, args))
+        except Exception as exc:
+            # Its peers wait for this mesh to admit them: they fail now, carrying this error (see WireGuardPeer.abandon).
+            for peer in args.peers.values():
+                peer.abandon(f"MeshComponent {name!r} failed: {exc}")
+            raise
 
 
 def _hosts_digest(peers: Mapping[str, WireGuardPeer]) -> pulumi.Output[str]:

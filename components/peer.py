@@ -16,8 +16,10 @@ authorizes or revokes its own entries in place and no rule is replaced. The main
 ``admin_cidrs`` entry and everything from the peer's own VPC; WireGuard's port is admitted only from the other peers'
 addresses, in the main group and ``wireguard_groups - 1`` more. The mesh gives those addresses once every peer exists
 (:meth:`WireGuardPeer.admit_wireguard_from`); a peer used on its own takes them from
-``WireGuardPeerArgs.admit_wireguard_from``. A peer that gets neither fails the program with an error naming it (Pulumi
-would otherwise wait forever for its groups' entries): see :meth:`WireGuardPeer._wait_for_admission`.
+``WireGuardPeerArgs.admit_wireguard_from``. The admission rule (docs/aws.md): a peer that gets neither within
+``WireGuardPeerArgs.admission_timeout`` seconds of its creation fails the program with an error naming it (Pulumi
+would otherwise wait forever for its groups' entries). ``components.mesh_api.Mesh`` builds and admits its peers in
+one constructor, so a peer it makes is never waiting.
 
 Every peer also knows its SSH host key: an external host's from its args, otherwise learned on first contact by a
 ``command.local.Command`` running ``ssh-keyscan`` where ``pulumi up`` runs, kept in state, re-learned only when
@@ -27,6 +29,7 @@ the instance is replaced (its id is the command's trigger). The mesh pins it on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_network
@@ -46,11 +49,9 @@ SSH_PORT = 22
 ALL_IPV4 = "0.0.0.0/0"
 # How long the first contact waits for sshd: a new instance boots for a minute or two.
 HOST_KEY_SCAN_TIMEOUT = 900
-# An AWS peer waiting for a MeshComponent to admit it fails after this long with the program's own code no longer
-# running (an async program may still admit it after a short await), or after ADMISSION_LIMIT_SECONDS in all.
-ADMISSION_GRACE_SECONDS = 5.0
-ADMISSION_LIMIT_SECONDS = 600.0
-ADMISSION_POLL_SECONDS = 0.05
+# The admission rule: an AWS peer that no MeshComponent (and no admit_wireguard_from) admits within this many seconds
+# of its creation fails the program, naming itself. Plain wall time: nothing about the SDK's internals is inspected.
+ADMISSION_TIMEOUT_SECONDS = 60.0
 # What a running instance keeps from its creation unless its peer is rebuilt: its image and its bootstrap.
 PINNED_INSTANCE_INPUTS = ("ami", "userData", "userDataBase64")
 
@@ -62,13 +63,14 @@ class AwsHostArgs:
     provider: aws.Provider
     vpc_cidr: str
     admin_cidrs: Sequence[str]
+    # key_name, ssh_public_key and ami_id may come from other resources (pulumi Inputs).
     subnet_cidr: str | None = None
     availability_zone: str | None = None
     instance_type: str = "t3.micro"
     ssh_user: str = "ubuntu"
-    key_name: str | None = None
-    ssh_public_key: str | None = None
-    ami_id: str | None = None
+    key_name: pulumi.Input[str] | None = None
+    ssh_public_key: pulumi.Input[str] | None = None
+    ami_id: pulumi.Input[str] | None = None
     ami_owner: str | None = None  # None: Canonical's account in the provider's partition (aws, aws-cn)
     ami_name_filter: str | None = None
     root_volume_size: int = 16
@@ -84,15 +86,16 @@ class ExternalHostArgs:
 
     ``source_cidrs`` default to the endpoint's address: AWS peers admit WireGuard only from these. ``ssh_host_key``
     (``ssh-ed25519 AAAA...``, a ``known_hosts`` line also works) pins the host's key; without it the key is learned
-    on first contact.
+    on first contact. ``ssh_host``, ``endpoint_host`` and ``ssh_host_key`` may come from other resources (pulumi
+    Inputs): sources then default to the endpoint's address once it is known.
     """
 
-    ssh_host: str
-    endpoint_host: str | None = None
+    ssh_host: pulumi.Input[str]
+    endpoint_host: pulumi.Input[str] | None = None
     ssh_port: int = SSH_PORT
     ssh_user: str = "root"
     source_cidrs: Sequence[str] = ()
-    ssh_host_key: str | None = None
+    ssh_host_key: pulumi.Input[str] | None = None
 
 
 @dataclass
@@ -111,6 +114,12 @@ class WireGuardPeerArgs:
     # A peer used without a MeshComponent (AWS only): the CIDRs its WireGuard port admits, at once. A mesh admits its
     # members from each other and refuses a peer that has them.
     admit_wireguard_from: pulumi.Input[Sequence[str]] | None = None
+    # The admission rule's limit (see ADMISSION_TIMEOUT_SECONDS).
+    admission_timeout: float = ADMISSION_TIMEOUT_SECONDS
+    # The peer's name in the mesh, its tags and descriptions; None: the resource name. components.mesh_api.Mesh
+    # prefixes resource names with its own name and keeps the peer's name here, so tags and descriptions (some of
+    # which replace a resource when changed) stay as they were.
+    peer_name: str | None = None
 
 
 class WireGuardPeer(pulumi.ComponentResource):
@@ -131,11 +140,15 @@ class WireGuardPeer(pulumi.ComponentResource):
     instance: aws.ec2.Instance | None = None
 
     def __init__(self, name: str, args: WireGuardPeerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        _check_keys(name, args.host)
+        peer_name = args.peer_name or name
+        _check_keys(peer_name, args.host)
         if args.admit_wireguard_from is not None and not isinstance(args.host, AwsHostArgs):
-            raise ValueError(f"peer {name!r}: admit_wireguard_from fills an AWS peer's security groups, an external peer has none: drop it")
+            raise ValueError(
+                f"peer {peer_name!r}: admit_wireguard_from fills an AWS peer's security groups, an external peer has none: drop it"
+            )
         super().__init__("wgmesh:index:WireGuardPeer", name, None, opts)
-        self._name = name
+        self._peer = peer_name  # not self._name: the SDK keeps the resource name there
+        self.peer_name = peer_name
         self.listen_port = args.listen_port
         self.standalone = args.admit_wireguard_from is not None
         self._groups = 0
@@ -144,8 +157,10 @@ class WireGuardPeer(pulumi.ComponentResource):
         # Each group's WireGuard entries, once known: from the args at once, or from the mesh (admit_wireguard_from).
         self._admitted: pulumi.Output[list[list[dict[str, Any]]]] | None = None
         self._refused = False
+        self._admission_timeout = args.admission_timeout
+        # Resolved by admit_wireguard_from or abandon: what _wait_for_admission awaits (created lazily, in the loop).
+        self._admission: asyncio.Future[None] | None = None
         self._abandoned: str | None = None  # why the mesh that was to admit it failed
-        self._builder = _current_task()  # the task running the program's code: see _wait_for_admission
         self.private_key, self.public_key = key_pair(random_seed(f"{name}-key", key_version=args.key_version, parent=self))
         outputs: dict[str, object] = {"public_key": self.public_key}
         if isinstance(args.host, AwsHostArgs):
@@ -166,8 +181,8 @@ class WireGuardPeer(pulumi.ComponentResource):
         The scan's only trigger is the instance's id, so its answer stays in state and a changed key is refused
         until the host itself is replaced (AWS) or the scan is replaced on purpose (``pulumi up --replace``).
         """
-        if isinstance(host, ExternalHostArgs) and host.ssh_host_key:
-            return pulumi.Output.from_input(" ".join(parse_ssh_key(host.ssh_host_key)))
+        if isinstance(host, ExternalHostArgs) and host.ssh_host_key is not None:
+            return pulumi.Output.from_input(host.ssh_host_key).apply(lambda key: " ".join(parse_ssh_key(key)))
         port = self.ssh_port
         scan = command.local.Command(
             f"{name}-host-key",
@@ -182,20 +197,22 @@ class WireGuardPeer(pulumi.ComponentResource):
         self.ssh_host = pulumi.Output.from_input(host.ssh_host)
         self.ssh_port = host.ssh_port
         self.ssh_user = host.ssh_user
-        self.endpoint_host = pulumi.Output.from_input(host.endpoint_host) if host.endpoint_host else None
+        self.endpoint_host = pulumi.Output.from_input(host.endpoint_host) if host.endpoint_host is not None else None
         sources = list(host.source_cidrs)
-        if not sources and host.endpoint_host and _is_ip(host.endpoint_host):
-            sources = [str(ip_network(host.endpoint_host))]
-        self.wireguard_sources = pulumi.Output.from_input(sources)
+        if sources or self.endpoint_host is None:
+            self.wireguard_sources = pulumi.Output.from_input(sources)
+        else:
+            self.wireguard_sources = self.endpoint_host.apply(lambda endpoint: [str(ip_network(endpoint))] if _is_ip(endpoint) else [])
         return {}
 
     def _build_aws(self, name: str, host: AwsHostArgs, args: WireGuardPeerArgs) -> dict[str, object]:
         self.provider = host.provider
         child = pulumi.ResourceOptions(parent=self, provider=host.provider)
-        tags = {**host.tags, "wgmesh:peer": name}
+        peer = self.peer_name  # in tags and descriptions; `name` (the resource name) names the resources
+        tags = {**host.tags, "wgmesh:peer": peer}
 
         def named(suffix: str) -> dict[str, str]:
-            return {**tags, "Name": f"{name}-{suffix}"}
+            return {**tags, "Name": f"{peer}-{suffix}"}
 
         vpc = aws.ec2.Vpc(
             f"{name}-vpc", cidr_block=host.vpc_cidr, enable_dns_hostnames=True, enable_dns_support=True, tags=named("vpc"), opts=child
@@ -232,7 +249,7 @@ class WireGuardPeer(pulumi.ComponentResource):
             subnet_id=subnet.id,
             security_groups=[group.id for group in groups],
             source_dest_check=False,  # it forwards packets for the whole VPC
-            description=f"wgmesh peer {name}",
+            description=f"wgmesh peer {peer}",
             tags=named("eni"),
             opts=child,
         )
@@ -259,12 +276,12 @@ class WireGuardPeer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[gateway])),
         )
         key_name: pulumi.Input[str] | None = host.key_name
-        if host.ssh_public_key:
+        if host.ssh_public_key is not None:
             key_name = aws.ec2.KeyPair(f"{name}-ssh", public_key=host.ssh_public_key, tags=named("ssh"), opts=child).key_name
 
         self.instance = aws.ec2.Instance(
             f"{name}-instance",
-            ami=host.ami_id or self._ubuntu_ami(host),
+            ami=host.ami_id if host.ami_id is not None else self._ubuntu_ami(host),
             instance_type=host.instance_type,
             key_name=key_name,
             primary_network_interface=aws.ec2.InstancePrimaryNetworkInterfaceArgs(network_interface_id=interface.id),
@@ -325,22 +342,23 @@ class WireGuardPeer(pulumi.ComponentResource):
         is admitted with the rest of its traffic.
         """
         ingress = entries.apply(lambda groups: groups[index])
+        peer = self.peer_name  # a group's description is immutable in EC2: it names the peer, never the resource
         if index == 0:
             return aws.ec2.SecurityGroup(
                 f"{name}-sg",
                 vpc_id=vpc.id,
-                description=f"wgmesh peer {name}: WireGuard from mesh peers, SSH from admins, forwarding for its VPC",
+                description=f"wgmesh peer {peer}: WireGuard from mesh peers, SSH from admins, forwarding for its VPC",
                 ingress=ingress,
                 egress=[_entry("-1", 0, 0, ALL_IPV4, "wgmesh all out")],
-                tags={**tags, "Name": f"{name}-sg"},
+                tags={**tags, "Name": f"{peer}-sg"},
                 opts=child,
             )
         return aws.ec2.SecurityGroup(
             f"{name}-wg-{index}",
             vpc_id=vpc.id,
-            description=f"wgmesh peer {name}: WireGuard from mesh peers ({index + 1})",
+            description=f"wgmesh peer {peer}: WireGuard from mesh peers ({index + 1})",
             ingress=ingress,
-            tags={**tags, "Name": f"{name}-wg-{index}"},
+            tags={**tags, "Name": f"{peer}-wg-{index}"},
             opts=child,
         )
 
@@ -355,10 +373,12 @@ class WireGuardPeer(pulumi.ComponentResource):
             return
         if self._admitted is not None:
             given = "WireGuardPeerArgs.admit_wireguard_from" if self.standalone else "another MeshComponent"
-            raise ValueError(f"peer {self._name!r} already admits WireGuard from {given}: a peer belongs to one mesh")
+            raise ValueError(f"peer {self._peer!r} already admits WireGuard from {given}: a peer belongs to one mesh")
         if self._refused:
-            raise ValueError(f"peer {self._name!r} was admitted too late: give it to its MeshComponent before awaiting anything")
+            raise ValueError(f"peer {self._peer!r} was admitted too late: give it to its MeshComponent before awaiting anything")
         self._admitted = self._chunked(sources)
+        if self._admission is not None and not self._admission.done():
+            self._admission.set_result(None)
 
     def abandon(self, reason: str) -> None:
         """The mesh that was to admit this peer failed with ``reason``: the peer fails at once, saying so.
@@ -368,6 +388,8 @@ class WireGuardPeer(pulumi.ComponentResource):
         """
         if self._admitted is None:
             self._abandoned = reason
+            if self._admission is not None and not self._admission.done():
+                self._admission.set_result(None)
 
     def _chunked(self, sources: pulumi.Input[Sequence[str]]) -> pulumi.Output[list[list[dict[str, Any]]]]:
         """Each group's entries for ``sources``: the fixed ones first in the main group, then WireGuard's, in order."""
@@ -378,7 +400,7 @@ class WireGuardPeer(pulumi.ComponentResource):
             sizes = group_sizes(len(kept), capacity, len(fixed))
             if len(sizes) > groups:
                 raise ValueError(
-                    f"peer {self._name!r}: {len(kept)} WireGuard sources need {len(sizes)} security groups of {capacity} "
+                    f"peer {self._peer!r}: {len(kept)} WireGuard sources need {len(sizes)} security groups of {capacity} "
                     f"entries, it has {groups}: raise WireGuardPeerArgs.wireguard_groups (mesh.awsplan plans it)"
                 )
             entries = [_entry("udp", port, port, cidr, "wgmesh wireguard from a mesh peer") for cidr in kept]
@@ -398,35 +420,28 @@ class WireGuardPeer(pulumi.ComponentResource):
     async def _wait_for_admission(self) -> None:
         """Until a mesh admits this peer (its entries are then known); an error naming the peer and the fix if none does.
 
-        Pulumi cannot tell a component that the program has finished, and a resource input that never resolves makes
-        it wait forever, silently (pulumi/pulumi#18559). But a mesh admits its peers in MeshComponent's constructor,
-        that is while the program's code runs: once the task that built this peer has stopped running it (done, or
-        waiting on an await), no admission is coming. So this fails after ADMISSION_GRACE_SECONDS of that (a short
-        await in an async program is allowed), and after ADMISSION_LIMIT_SECONDS in all (``pulumi.runtime.test``
-        waits for a test's outputs inside the program's task, which would otherwise look busy forever). A blocking
-        call while the program builds its peers (an invoke's result read at once) is the program running: no count.
+        The admission rule: a peer built without ``admit_wireguard_from`` must be given to a ``MeshComponent`` within
+        ``admission_timeout`` seconds of its creation (a mesh admits its peers in its constructor: in practice within
+        milliseconds). Without a limit, Pulumi would wait forever for an input that never resolves, silently
+        (pulumi/pulumi#18559). No polling and nothing of the SDK's internals: one future, resolved by
+        :meth:`admit_wireguard_from` or :meth:`abandon`, awaited with a timeout.
         """
-        loop = asyncio.get_running_loop()
-        started = last = loop.time()
-        idle = 0.0
-        while self._admitted is None:
-            if self._abandoned is not None:
-                self._refused = True
-                raise pulumi.RunError(f"WireGuardPeer {self._name!r} gets no WireGuard entries: {self._abandoned}")
-            now = loop.time()
-            if not _is_running(self._builder):
-                idle += now - last
-            last = now
-            if idle >= ADMISSION_GRACE_SECONDS or now - started >= ADMISSION_LIMIT_SECONDS:
-                self._refused = True
-                raise pulumi.RunError(
-                    f"WireGuardPeer {self._name!r} was never given to a MeshComponent, so its security groups cannot get "
-                    "their WireGuard entries: pass it in MeshArgs.peers, or, for a peer used on its own, set "
-                    "WireGuardPeerArgs.admit_wireguard_from (the CIDRs its WireGuard port admits). If the program "
-                    "raised an error before building its MeshComponent, that error is the cause: Pulumi reports only "
-                    "its last failure"
-                )
-            await asyncio.sleep(ADMISSION_POLL_SECONDS)
+        if self._admitted is None and self._abandoned is None:
+            self._admission = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._admission), self._admission_timeout)
+        if self._admitted is not None:
+            return
+        self._refused = True
+        if self._abandoned is not None:
+            raise pulumi.RunError(f"WireGuardPeer {self._peer!r} gets no WireGuard entries: {self._abandoned}")
+        raise pulumi.RunError(
+            f"WireGuardPeer {self._peer!r} was not given to a MeshComponent within {self._admission_timeout:g} s of its "
+            "creation, so its security groups cannot get their WireGuard entries: pass it in MeshArgs.peers, build the "
+            "whole mesh with components.Mesh (which admits its own peers), or, for a peer used on its own, set "
+            "WireGuardPeerArgs.admit_wireguard_from (the CIDRs its WireGuard port admits). If the program raised an "
+            "error before building its MeshComponent, that error is the cause: Pulumi reports only its last failure"
+        )
 
     def _ubuntu_ami(self, host: AwsHostArgs) -> pulumi.Output[str]:
         """The newest Ubuntu LTS image of ``host.ami_owner``, by default Canonical's account in the provider's
@@ -446,20 +461,6 @@ class WireGuardPeer(pulumi.ComponentResource):
         return image.id
 
 
-def _current_task() -> asyncio.Task[Any] | None:
-    """The asyncio task running the caller (the program's code), if any."""
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # no event loop running
-        return None
-
-
-def _is_running(task: asyncio.Task[Any] | None) -> bool:
-    """Whether ``task``'s code is executing right now: a callback runs while it does only inside a blocking call
-    that runs the event loop (``pulumi.runtime`` does so for an invoke's result read at once), never after an await."""
-    return task is not None and not task.done() and bool(getattr(task.get_coro(), "cr_running", False))
-
-
 def _is_ip(host: str) -> bool:
     """Whether ``host`` is an address a security group can admit (a DNS name is not: give ``source_cidrs``)."""
     try:
@@ -472,7 +473,7 @@ def _is_ip(host: str) -> bool:
 def _check_keys(name: str, host: AwsHostArgs | ExternalHostArgs) -> None:
     """Refuse a malformed SSH key before any resource is registered (it would fail half-way through ``pulumi up``)."""
     given = ("ssh_public_key", host.ssh_public_key) if isinstance(host, AwsHostArgs) else ("ssh_host_key", host.ssh_host_key)
-    if given[1]:
+    if isinstance(given[1], str) and given[1]:  # an Output is checked when known (parse_ssh_key in the apply)
         try:
             parse_ssh_key(given[1])
         except ValueError as exc:

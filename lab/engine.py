@@ -115,8 +115,17 @@ class Operation:
     error: str | None = None
 
 
+# The program's Mesh ("wgmesh") prefixes its per-peer resources with its name ("wgmesh-h1-install"): operations name
+# them by the peer's own names ("h1-install"), as the lab's stack config does; the mesh's own children keep theirs.
+MESH_PREFIX = "wgmesh-"
+MESH_CHILDREN = frozenset({"peers", "configs", "installed", "psk-secret"})
+
+
 def _name_of(urn: str) -> str:
-    return urn.rsplit("::", 1)[-1]
+    name = urn.rsplit("::", 1)[-1]
+    if name.startswith(MESH_PREFIX) and name[len(MESH_PREFIX) :] not in MESH_CHILDREN:
+        return name[len(MESH_PREFIX) :]
+    return name
 
 
 class Workspace:

@@ -52,6 +52,19 @@ def unwrap_secrets(value: Any) -> Any:
     return value
 
 
+# The stack program's Mesh is named "wgmesh" and prefixes every per-peer resource with it ("wgmesh-zhy-sg"): the tests
+# name them by the peer's own names, as before; tests/test_urn_stability.py checks the names as registered.
+MESH_PREFIX = "wgmesh-"
+MESH_CHILDREN = frozenset({"peers", "configs", "installed", "psk-secret"})
+
+
+def short_name(name: str) -> str:
+    """A resource's name without the stack mesh's prefix (its own children, ``wgmesh-configs``, keep theirs)."""
+    if name.startswith(MESH_PREFIX) and name[len(MESH_PREFIX) :] not in MESH_CHILDREN:
+        return name[len(MESH_PREFIX) :]
+    return name
+
+
 @dataclass
 class Registered:
     """One resource as the program registered it."""
@@ -61,6 +74,7 @@ class Registered:
     inputs: dict[str, Any]
     provider: str | None
     outputs: dict[str, Any] = field(default_factory=dict)
+    registered_name: str = ""  # as registered: the program's Mesh prefixes its peers' resources with "wgmesh-"
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -98,6 +112,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self._lock = threading.Lock()
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        registered_name, args.name = args.name, short_name(args.name)  # ids and fake values as before the prefix
         outputs = dict(args.inputs)
         if args.typ == "aws:ec2/eip:Eip":
             outputs["publicIp"] = fake_public_ip(args.name)
@@ -114,7 +129,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["stdout"] = fake_host_key(f"{args.name}:{json.dumps(args.inputs.get('triggers'), sort_keys=True)}")
         outputs.update(self.extra_outputs(args))
         with self._lock:
-            self.resources.append(Registered(args.typ, args.name, dict(args.inputs), args.provider, outputs))
+            self.resources.append(Registered(args.typ, args.name, dict(args.inputs), args.provider, outputs, registered_name))
         return f"{args.name}-id", outputs
 
     def extra_outputs(self, args: pulumi_mocks.MockResourceArgs) -> dict[str, Any]:

@@ -38,6 +38,8 @@ NOT_RUN: dict[str, str] = {
     ".venv/bin/python bench/program.py": "a benchmark (minutes)",
     "sudo .venv/bin/python bench/lab.py": "a benchmark on the lab (minutes, builds labs of up to 31 hosts)",
     "pulumi stack init zhy": CLOUD,
+    "pulumi package add https://github.com/OWNER/wgmesh@v0.1.0/provider": "a published tag of this repository and a"
+    " language host that the Go module proxy does not serve (tests/test_yaml_example.py runs the package from YAML)",
     "pulumi config set --secret wgmesh:sshPrivateKey < ~/.ssh/id_ed25519": ENGINE + ", and a key that logs in to the peers",
     "pulumi config set --path 'wgmesh:mesh.admin_cidrs[0]' \"$(curl -s https://checkip.amazonaws.com)/32\"": ENGINE
     + ", and the internet (tests may reach only loopback and their own namespaces)",
@@ -48,8 +50,8 @@ NOT_RUN: dict[str, str] = {
     "pulumi preview --stack zhy --policy-pack policy": CLOUD,
     "pulumi up --stack zhy --policy-pack policy": CLOUD,
     "pulumi preview --stack zhy --policy-pack policy --policy-pack-config policy-config.json": CLOUD,
-    "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:WireGuardPeer$command:local:Command::<peer>-host-key'": CLOUD,
-    "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:WireGuardPeer$aws:ec2/instance:Instance::<peer>-instance'": CLOUD,
+    "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:Mesh$wgmesh:index:WireGuardPeer$command:local:Command::wgmesh-<peer>-host-key'": CLOUD,  # noqa: E501 (a URN as documented)
+    "pulumi up --replace 'urn:pulumi:<stack>::wgmesh::wgmesh:index:Mesh$wgmesh:index:WireGuardPeer$aws:ec2/instance:Instance::wgmesh-<peer>-instance'": CLOUD,  # noqa: E501
     "pulumi preview --stack <stack> --diff": CLOUD,
     "pulumi up --stack <stack>": CLOUD,
     "pulumi config set --path 'wgmesh:mesh.peers[0].availability_zone' cn-northwest-1b": ENGINE,

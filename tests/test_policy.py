@@ -378,7 +378,7 @@ def test_the_example_stack_passes_every_rule() -> None:
     monitor = pulumi.runtime.settings.get_monitor()
     urns = {(urn.split("::")[2].split("$")[-1], urn.rsplit("::", 1)[-1]): urn for urn in monitor.get_registered_resources()}
     resources = [
-        Resource(item.typ, item.plain, name=item.name, urn=urns.get((item.typ, item.name), ""))
+        Resource(item.typ, item.plain, name=item.name, urn=urns.get((item.typ, item.registered_name), ""))
         for item in run.mocks.resources
         if item.typ.startswith("aws:")
     ]

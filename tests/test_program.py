@@ -20,6 +20,7 @@ from lab import topology
 from mesh.keys import public_key
 from mesh.render import config_digest
 from mesh.wgconf import parse_config
+from tests.mock_program import short_name
 from tests.program_harness import (
     REPO,
     ProgramRun,
@@ -403,7 +404,7 @@ def resource_options() -> Iterator[dict[str, pulumi.ResourceOptions]]:
 
     def recording(self: pulumi.Resource, t: str, name: str, *args: Any, **kwargs: Any) -> None:
         opts = kwargs.get("opts") if "opts" in kwargs else (args[2] if len(args) > 2 else None)
-        seen[name] = opts or pulumi.ResourceOptions()
+        seen[short_name(name)] = opts or pulumi.ResourceOptions()
         original(self, t, name, *args, **kwargs)
 
     with mock.patch.object(pulumi.Resource, "__init__", recording):
