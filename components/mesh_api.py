@@ -190,31 +190,45 @@ class Mesh(MeshBuilder, pulumi.ComponentResource):
         """The AWS provider of each region: given for it or its partition, else ``opts``' aws provider, else a new one."""
         from_opts = _aws_provider_in(opts)
         chosen: dict[str, aws.Provider] = {}
-        accounts = list(spec.allowed_account_ids) or None
         for region in spec.regions:
             provider = given.get(region) or given.get(partition_of(region)) or from_opts
-            if provider is None:
-                credentials = spec.credentials_for(region)
-                role = (
-                    [
-                        aws.ProviderAssumeRoleArgs(
-                            role_arn=credentials.role_arn, external_id=credentials.external_id, session_name=credentials.session_name
-                        )
-                    ]
-                    if credentials is not None and credentials.role_arn
-                    else None
-                )
-                provider = aws.Provider(
-                    f"{name}-aws-{region}",
-                    region=region,
-                    allowed_account_ids=accounts,
-                    profile=credentials.profile if credentials is not None else None,
-                    assume_roles=role,
-                    default_tags=aws.ProviderDefaultTagsArgs(tags={**tags, "wgmesh:mesh": name}),
-                    opts=pulumi.ResourceOptions(parent=self),
-                )
-            chosen[region] = provider
+            chosen[region] = provider or regional_provider(
+                f"{name}-aws-{region}", spec, region, mesh_name=name, tags=tags, opts=pulumi.ResourceOptions(parent=self)
+            )
         return chosen
+
+
+def regional_provider(
+    resource_name: str,
+    spec: StackSpec,
+    region: str,
+    *,
+    mesh_name: str,
+    tags: Mapping[str, str],
+    opts: pulumi.ResourceOptions | None = None,
+) -> aws.Provider:
+    """A region's provider: its credentials (a profile, a role to assume: ``aws_credentials``, else the ambient ones),
+    the stack's allowed accounts (a stack pointed at the wrong account stops here, before anything is created) and
+    default tags, so that every taggable resource under it carries the stack's tags and the mesh's name."""
+    credentials = spec.credentials_for(region)
+    role = (
+        [
+            aws.ProviderAssumeRoleArgs(
+                role_arn=credentials.role_arn, external_id=credentials.external_id, session_name=credentials.session_name
+            )
+        ]
+        if credentials is not None and credentials.role_arn
+        else None
+    )
+    return aws.Provider(
+        resource_name,
+        region=region,
+        allowed_account_ids=list(spec.allowed_account_ids) or None,
+        profile=credentials.profile if credentials is not None else None,
+        assume_roles=role,
+        default_tags=aws.ProviderDefaultTagsArgs(tags={**tags, "wgmesh:mesh": mesh_name}),
+        opts=opts,
+    )
 
 
 def _aws_provider_in(opts: pulumi.ResourceOptions | None) -> aws.Provider | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.mesh_api import Mesh
+from components.mesh_api import Mesh, regional_provider
 from components.peer import WireGuardPeer
 from mesh.awsplan import mesh_routes
 from mesh.stackconfig import StackSpec
@@ -43,9 +43,7 @@ def deploy_stack(
     the unprefixed names the program gave its peers and commands before ``Mesh`` existed (aliases): a stack deployed
     by an earlier wgmesh keeps every resource (``tests/test_urn_stability.py``).
     """
-    # allowed_account_ids: a stack pointed at the wrong account stops at the provider, before anything is created.
-    accounts = list(spec.allowed_account_ids) or None
-    providers = {region: _provider(spec, region, accounts, name) for region in spec.regions}
+    providers = {region: regional_provider(f"aws-{region}", spec, region, mesh_name=name, tags=spec.tags) for region in spec.regions}
     mesh = Mesh(
         name,
         spec,
@@ -56,26 +54,3 @@ def deploy_stack(
         adopt_unprefixed=True,
     )
     return DeployedMesh(providers=providers, peers=mesh.peers, mesh=mesh)
-
-
-def _provider(spec: StackSpec, region: str, accounts: list[str] | None, name: str) -> aws.Provider:
-    """The region's provider: its credentials (a profile, a role to assume: ``aws_credentials``, else the ambient ones)
-    and default tags, so that every taggable resource under it carries the stack's tags."""
-    credentials = spec.credentials_for(region)
-    role = (
-        [
-            aws.ProviderAssumeRoleArgs(
-                role_arn=credentials.role_arn, external_id=credentials.external_id, session_name=credentials.session_name
-            )
-        ]
-        if credentials is not None and credentials.role_arn
-        else None
-    )
-    return aws.Provider(
-        f"aws-{region}",
-        region=region,
-        allowed_account_ids=accounts,
-        profile=credentials.profile if credentials is not None else None,
-        assume_roles=role,
-        default_tags=aws.ProviderDefaultTagsArgs(tags={**spec.tags, "wgmesh:mesh": name}),
-    )

@@ -114,6 +114,15 @@ def running_lab(state_dir: Path, hosts: int, **options: Any) -> Iterator[Lab]:
         shared.down()
 
 
+def engine_stack(lab: Lab) -> LabStack:
+    """The lab's stack, deployed by the real engine; says which engine and providers run it (``pytest -s``, CI's log)."""
+    from lab.deploy import LabStack
+
+    made = LabStack(lab)
+    print(f"engine: {made.engine}")
+    return made
+
+
 def deployed(stack: LabStack, config: dict[str, Any], *, verified: bool = True, **options: Any) -> UpResult:
     """One ``pulumi up`` through the engine that must succeed (its summary printed); with ``verified``, every peer of
     ``config`` verified. ``options`` go to the engine (``replace=[urn]``, ``expect_no_changes=True``)."""

@@ -54,7 +54,7 @@ from lab.deploy import (
     wg_show,
     wireguard_pids,
 )
-from tests.conftest import deployed, running_lab
+from tests.conftest import deployed, engine_stack, running_lab
 from tests.state_audit import secrets_in_text
 
 pytestmark = pytest.mark.lab
@@ -77,9 +77,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def stack(lab: Lab) -> LabStack:
-    made = LabStack(lab)
-    print(f"engine: {made.engine}")
-    return made
+    return engine_stack(lab)
 
 
 def base(stack: LabStack) -> None:

@@ -33,7 +33,7 @@ import yaml
 from lab import Lab, topology
 from lab.deploy import LabStack, all_pairs, in_lab, lan_pairs, ping, tunnel_pairs, wg_show
 from mesh.stackconfig import load_stack
-from tests.conftest import deployed, running_lab
+from tests.conftest import deployed, engine_stack, running_lab
 
 NAMES = ("h1", "h2", "h3")
 NAT_HOST = "h4"  # behind an IPv4-only NAT router: IPv6 inside the tunnel, IPv4 underneath
@@ -85,7 +85,7 @@ def require_ip6tables() -> None:
 
 @pytest.fixture(scope="module")
 def stack(lab: Lab) -> LabStack:
-    return LabStack(lab)
+    return engine_stack(lab)
 
 
 def assert_whole(lab: Lab, names: Sequence[str], *, timeout: float = 20) -> None:

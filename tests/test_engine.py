@@ -33,7 +33,7 @@ import pytest
 from lab import Lab
 from lab.deploy import LabStack, Pinger, all_pairs, lan_pairs, tunnel_pairs, wg_show
 from lab.engine import Workspace
-from tests.conftest import deployed, running_lab
+from tests.conftest import deployed, engine_stack, running_lab
 from tests.state_audit import file_findings, findings, secret_plaintexts, secrets_in_text
 
 pytestmark = pytest.mark.lab
@@ -52,9 +52,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def stack(lab: Lab) -> LabStack:
-    made = LabStack(lab)
-    print(f"engine: {made.engine}")
-    return made
+    return engine_stack(lab)
 
 
 def public_keys(result_exports: dict[str, Any]) -> list[str]:

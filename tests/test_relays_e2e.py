@@ -31,7 +31,7 @@ import pytest
 from lab import Lab, topology
 from lab.deploy import LabStack, Pinger, UpResult, all_pairs, in_lab, lan_pairs, tunnel_pairs, wg_show
 from mesh.relays import choose_relay
-from tests.conftest import deployed, require_tools, running_lab
+from tests.conftest import deployed, engine_stack, require_tools, running_lab
 
 HOSTS = ("h1", "h2", "h3", "h4", "h5")
 PUBLIC = ("h1", "h2", "h3")
@@ -59,7 +59,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def stack(lab: Lab) -> LabStack:
-    return LabStack(lab)
+    return engine_stack(lab)
 
 
 def relay_of(result: UpResult) -> str:
