@@ -73,7 +73,8 @@ CANONICAL_OWNERS = {"aws": CANONICAL_OWNER, "aws-cn": CANONICAL_OWNER_CHINA}
 UBUNTU_NAME_FILTER = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
 DEFAULT_INSTANCE_TYPE = "t3.micro"
 DEFAULT_ROOT_VOLUME_GB = 16
-AWS_EGRESS_INTERFACE = "ens5"  # Nitro instances' first ENA interface
+# Nitro instances' first ENA interface; older (Xen) types call it eth0. Not a default: wgmesh finds it on the host.
+AWS_EGRESS_INTERFACE = "ens5"
 REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
 INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 GRAVITON_FAMILY = re.compile(r"^(a1|[a-z]+\d+[a-z]*g[a-z]*)\.")
@@ -414,7 +415,6 @@ def _split_peer(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[d
         if "endpoint" in item:
             issues.add(f"{where}.endpoint", "an AWS peer's endpoint is its Elastic IP, created by wgmesh", "remove 'endpoint'")
             peer_raw.pop("endpoint")
-        peer_raw.setdefault("egress_interface", AWS_EGRESS_INTERFACE)
         if vpc is not None:
             extra = peer_raw.get("subnets") or []
             peer_raw["subnets"] = [str(vpc), *(extra if isinstance(extra, list) else [extra])]
