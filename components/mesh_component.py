@@ -60,6 +60,8 @@ class MeshArgs:
     verify_timeout: int = DEFAULT_VERIFY_TIMEOUT
     boot_timeout: int = DEFAULT_BOOT_TIMEOUT
     mesh_secret_version: int = 1
+    # Names of former members whose host is gone for good (``gone: true``): see MeshComponent._tombstone.
+    gone: tuple[str, ...] = ()
 
 
 class MeshComponent(pulumi.ComponentResource):
@@ -116,6 +118,8 @@ class MeshComponent(pulumi.ComponentResource):
         for peer_name, peer in sorted(peers.items(), key=lambda item: not mesh.peer(item[0]).reachable):
             relays = sorted(set(mesh.relayed.get(peer_name, {}).values()))
             installs[peer_name] = self._install(name, mesh, peer_name, peer, args, [installs[relay] for relay in relays])
+        for gone in args.gone:
+            self._tombstone(gone)
         verifications: dict[str, pulumi.Output[Any]] = {}
         if args.verify:
             # Barrier 3: every install has finished before any peer verifies the whole mesh. It also carries every
@@ -190,6 +194,18 @@ class MeshComponent(pulumi.ComponentResource):
                 # Never run the old command's delete (interface down) after a replacement was installed.
                 delete_before_replace=True,
             ),
+        )
+
+    def _tombstone(self, peer_name: str) -> command.remote.Command:
+        """A gone peer's install, kept with no command at all: updating it to this runs nothing (there is no
+        ``create``/``update``), and deleting it afterwards (the peer dropped from the config, or ``pulumi destroy``)
+        runs no ``delete`` either. So a host that is gone for good never has to answer SSH to leave the mesh. Its
+        verify is simply no longer declared (it has no delete command). The connection is a placeholder: nothing
+        dials it."""
+        return command.remote.Command(
+            f"{peer_name}-install",
+            connection=command.remote.ConnectionArgs(host=f"{peer_name}.gone.invalid", user="root"),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
     def _verify(

@@ -45,7 +45,12 @@ def deploy_stack(
     mesh = MeshComponent(
         name,
         MeshArgs(
-            mesh=spec.mesh, peers=peers, ssh_private_key=ssh_private_key, ssh_private_keys=dict(ssh_private_keys or {}), verify=verify
+            mesh=spec.mesh,
+            peers=peers,
+            ssh_private_key=ssh_private_key,
+            ssh_private_keys=dict(ssh_private_keys or {}),
+            verify=verify,
+            gone=spec.gone,
         ),
     )
     return DeployedMesh(providers=providers, peers=peers, mesh=mesh)

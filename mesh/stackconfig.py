@@ -63,7 +63,7 @@ AWS_FIELDS = frozenset(
     }
 )
 EXTERNAL_FIELDS = frozenset({"ssh_host", "ssh_user", "ssh_port", "source_cidrs", "ssh_host_key"})
-COMMON_FIELDS = frozenset({"kind", "key_version", "ssh_private_key_path"})
+COMMON_FIELDS = frozenset({"kind", "key_version", "ssh_private_key_path", "gone"})
 PROGRAM_PEER_FIELDS = AWS_FIELDS | EXTERNAL_FIELDS | COMMON_FIELDS
 
 # Canonical publishes Ubuntu images from a different account in the AWS China partition.
@@ -137,6 +137,9 @@ class StackSpec:
     route_summaries: tuple[IPv4Network, ...] = ()
     allowed_account_ids: tuple[str, ...] = ()
     aws_plans: Mapping[str, AwsPeerPlan] = field(default_factory=dict)
+    # Peers marked ``gone: true``: their host is gone for good. They are out of the mesh (the others drop them), and
+    # nothing logs in to them: their install resource is kept without commands, so removing it runs none.
+    gone: tuple[str, ...] = ()
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -196,9 +199,16 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
     programs: list[tuple[str, str, Any, int]] = []  # (name, kind, settings, subnet offset)
     mesh_peers: list[Any] = []
     pending: list[str] = []
+    gone: list[str] = []
     if isinstance(raw_peers, list):
         for index, item in enumerate(raw_peers):
             where = f"{path}.peers[{index}]"
+            if isinstance(item, Mapping) and "gone" in item:
+                if not isinstance(item["gone"], bool):
+                    issues.add(f"{where}.gone", f"{item['gone']!r} is not true or false", "use gone: true once the host is gone for good")
+                elif item["gone"]:
+                    gone.append(str(item.get("name")))
+                    continue
             if not isinstance(item, Mapping):
                 mesh_peers.append(item)  # load_mesh reports it
                 programs.append(("", "", None, 0))
@@ -241,6 +251,7 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
         route_summaries=summaries,
         allowed_account_ids=account_ids,
         aws_plans=plans,
+        gone=tuple(gone),
     )
 
 

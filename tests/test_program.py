@@ -588,3 +588,17 @@ def test_declared_project_config_has_defaults_and_the_program_runs_with_them() -
     commands = _commands(run)
     assert "wgmesh-test-key-not-real" in commands["zhy-install"]["connection"]["privateKey"]
     assert {name for name in commands if name.endswith("-verify")} == {"zhy-verify", "bjs-verify", "pub-verify"}
+
+
+def test_a_gone_peer_keeps_an_install_with_no_command_and_the_others_drop_it() -> None:
+    """``gone: true``: the host is gone for good. Its install resource stays, with neither create nor delete, so
+    updating it and then deleting it never logs in; its verify is no longer declared; no config lists it."""
+    gone = copy.deepcopy(ZHY)
+    gone["wgmesh:mesh"]["peers"][2]["gone"] = True
+    run = run_program(gone)
+    commands = {resource.name: resource.plain for resource in run.mocks.of_type("command:remote:Command")}
+    assert sorted(commands) == ["bjs-install", "bjs-verify", "pub-install", "zhy-install", "zhy-verify"]
+    assert commands["pub-install"].get("create") is None and commands["pub-install"].get("delete") is None
+    assert commands["pub-install"].get("stdin") is None
+    assert sorted(run.exports["configs"]) == ["bjs", "zhy"]
+    assert all("# Name = pub" not in text for text in run.exports["configs"].values())

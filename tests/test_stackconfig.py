@@ -239,3 +239,12 @@ def test_a_summary_may_not_cover_an_external_peers_public_address() -> None:
     raw["peers"][2]["endpoint"] = "192.168.99.1:51820"
     found = problems(raw)
     assert "wgmesh:mesh.route_summaries" in found and "'pub'" in found["wgmesh:mesh.route_summaries"]
+
+
+def test_a_gone_peer_is_out_of_the_mesh_and_listed_apart() -> None:
+    raw = stack()
+    raw["peers"][2]["gone"] = True
+    spec = load_stack(raw)
+    assert spec.gone == ("pub",) and "pub" not in spec.mesh.names and [peer.name for peer in spec.peers] == ["zhy", "fra"]
+    raw["peers"][2]["gone"] = "yes"
+    assert "gone" in " ".join(problems(raw))
