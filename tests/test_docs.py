@@ -34,6 +34,12 @@ NOT_RUN: dict[str, str] = {
     ".venv/bin/python bench/render.py": "a benchmark (minutes; needs wg-meshconf from the bench extra)",
     ".venv/bin/python bench/program.py": "a benchmark (minutes)",
     "sudo .venv/bin/python bench/lab.py": "a benchmark on the lab (minutes, builds labs of up to 31 hosts)",
+    "sudo .venv/bin/python bench/throughput.py": "a benchmark on the lab (minutes, two labs of five hosts)",
+    "wg-quick down wg0": "run by hand on a host of your fleet; tests/test_harsh.py proves the uninstall that does it",
+    "systemctl disable --now wg-quick@wg0": "run by hand on a systemd host of your fleet (the lab's hosts have no systemd)",
+    "rm -f /etc/wireguard/wg0.conf": "run by hand on a host of your fleet",
+    "iptables -t filter -D INPUT -m comment --comment wgmesh -j wgmesh-wg0-in": "run by hand on a host; PostDown does it",
+    "iptables -t filter -F wgmesh-wg0-in && iptables -t filter -X wgmesh-wg0-in": "run by hand on a host; PostDown does it",
     "pulumi stack init zhy": CLOUD,
     "pulumi config set --secret wgmesh:sshPrivateKey < ~/.ssh/id_ed25519": ENGINE + ", and a key that logs in to the peers",
     "pulumi config set --path 'wgmesh:mesh.admin_cidrs[0]' \"$(curl -s https://checkip.amazonaws.com)/32\"": ENGINE

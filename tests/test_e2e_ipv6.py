@@ -217,7 +217,7 @@ def test_ipv6_endpoints_carry_the_mesh(lab: Lab, stack: LabStack) -> None:
 def test_a_peer_behind_ipv4_nat_carries_ipv6_inside_its_tunnels(lab: Lab, stack: LabStack) -> None:
     nat = lab.host(NAT_HOST)
     assert nat.public_address6 is None and nat.endpoint is None
-    no_v6_underlay = in_lab(lab, NAT_HOST, ["ip", "-6", "route", "show", "dev", topology.PUBLIC_IF]).stdout
+    no_v6_underlay = in_lab(lab, NAT_HOST, ["ip", "-6", "route", "show", "dev", nat.uplink]).stdout
     assert "default" not in no_v6_underlay and "2001:db8" not in no_v6_underlay
     deployed(stack, stack.config((*NAMES, NAT_HOST)))
     assert_whole(lab, (*NAMES, NAT_HOST))

@@ -135,7 +135,7 @@ def test_ipv6_rides_the_relay_inside_ipv4_tunnels(lab: Lab, stack: LabStack) -> 
     relay = relay_of(result)
     hosts = lab.hosts()
     for name in NAT:
-        underlay = in_lab(lab, name, ["ip", "-6", "route", "show", "dev", topology.PUBLIC_IF]).stdout
+        underlay = in_lab(lab, name, ["ip", "-6", "route", "show", "dev", hosts[name].uplink]).stdout
         assert "default" not in underlay and "2001:db8" not in underlay, (name, underlay)
     assert_every_pair_answers(lab, HOSTS, family=6)
 
