@@ -448,6 +448,21 @@ done
 elapsed=$((($(now_us) - started) / 10000))
 json+="}, \"seconds\": $((elapsed / 100)).$(printf %02d $((elapsed % 100)))}"
 echo "$json"
+# On failure, one line per peer that failed, on stderr (it ends up in the failed update's message): who, what
+# was missing, and what was tried.
+if [[ $ok != true ]]; then
+  for i in "${!names[@]}"; do
+    silent=""
+    for j in "${!targets[@]}"; do
+      [[ ${owners[j]} -eq $i && ${answered[j]} != true ]] && silent+=" ${targets[j]}"
+    done
+    [[ ${handshake[i]} == true && -z $silent ]] && continue
+    what="no handshake"; [[ ${handshake[i]} == true ]] && what="a handshake"
+    [[ ${vias[i]} == null ]] || what+=" (with its relay ${vias[i]//\"/})"
+    what+="; no ping answer from:${silent:- (all answered)}"
+    echo "wgmesh: verify: peer ${names[i]//\"/}: $what; pinged through $iface every 0.5 s for ${timeout}s" >&2
+  done
+fi
 [[ $ok == true ]]
 """
 

@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from ipaddress import ip_network
 
 from mesh.keys import PresharedKeyDeriver, public_key
 from mesh.model import IPNetwork, Mesh, Peer
@@ -88,12 +89,14 @@ def _detect(argv: str) -> str:
 def _resolve(uplink: str | None, egress: str | None, subnets: tuple[str, ...]) -> str:
     """Shell that sets ``u`` (the uplink) and ``l1``, ``l2``, ... (the interface of each own subnet, in order):
     the configured names, else found on the host: the uplink is the interface of the default route (IPv4, else
-    IPv6), a subnet's interface the one its network address is routed through."""
+    IPv6), a subnet's interface the one its last address is routed through."""
     parts = [f"u={uplink}" if uplink else f'u={_detect("-4 route show default")}; [ -n "$u" ] || u={_detect("-6 route show default")}']
     for index, subnet in enumerate(subnets, 1):
         family = "-6" if ":" in subnet else "-4"
-        network_address = subnet.split("/")[0]
-        parts.append(f"l{index}={egress}" if egress else f"l{index}={_detect(f'{family} route get {network_address}')}")
+        # Its last address: never the host's own in practice, and not IPv6's subnet-router anycast address (the
+        # first), which the local table routes to lo on a host with an address in the subnet.
+        probe = ip_network(subnet).broadcast_address
+        parts.append(f"l{index}={egress}" if egress else f"l{index}={_detect(f'{family} route get {probe}')}")
     return "; ".join(parts)
 
 

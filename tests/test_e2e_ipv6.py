@@ -115,15 +115,15 @@ def test_dual_stack_mesh_answers_ping6_over_the_tunnel_and_lan_to_lan(lab: Lab, 
 
 
 def ip6_nat_rules(lab: Lab, host: str) -> list[str]:
-    """wgmesh's rules in the host's ip6tables nat POSTROUTING chain, as ``ip6tables -S`` prints them."""
-    listed = in_lab(lab, host, ["ip6tables", "-w", "5", "-t", "nat", "-S", "POSTROUTING"])
+    """The rules of wgmesh's ip6tables nat chain on the host, as ``ip6tables -S`` prints them."""
+    listed = in_lab(lab, host, ["ip6tables", "-w", "5", "-t", "nat", "-S", "wgmesh-wg0-nat"])
     assert listed.returncode == 0, listed.stderr
-    return [line for line in listed.stdout.splitlines() if line.startswith("-A ") and "wgmesh" in line]
+    return [line for line in listed.stdout.splitlines() if line.startswith("-A ")]
 
 
 def mark_masquerade_packets(lab: Lab, host: str) -> int:
     """Packets the mark-matching MASQUERADE rule (traffic forwarded from the tunnel) has NATed on ``host``."""
-    listed = in_lab(lab, host, ["ip6tables", "-w", "5", "-t", "nat", "-L", "POSTROUTING", "-v", "-x", "-n"])
+    listed = in_lab(lab, host, ["ip6tables", "-w", "5", "-t", "nat", "-L", "wgmesh-wg0-nat", "-v", "-x", "-n"])
     rows = [line.split() for line in listed.stdout.splitlines() if "MASQUERADE" in line and "mark match" in line]
     assert len(rows) == 1, listed.stdout
     return int(rows[0][0])

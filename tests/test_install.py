@@ -628,6 +628,10 @@ def test_verify_reports_every_peer_and_fails_within_its_timeout_when_one_is_down
     }
     assert report["peers"]["c"]["ping"] is False and report["peers"]["c"]["rtt_ms"] is None
     assert 3 <= report["seconds"] <= 5.5 and run.seconds < 8, "bounded: timeout + 1 s per unreachable address"
+    # The failure names the peer, what was missing and what was tried (only c: b answered).
+    said = [line for line in run.stderr.splitlines() if line.startswith("wgmesh: verify:")]
+    assert len(said) == 1 and said[0].startswith("wgmesh: verify: peer c: "), run.stderr
+    assert "no ping answer from: 10.255.0.3;" in said[0] and "every 0.5 s for 3s" in said[0]
 
 
 @lab

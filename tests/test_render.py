@@ -197,7 +197,7 @@ def test_interfaces_are_found_unless_configured_and_checked_first(three_peers: d
     up, _ = hooks(three_peers, "pub")  # nothing configured
     check = up[0]
     assert check.startswith(": wgmesh-check; ")
-    assert "l1=$(ip -o -4 route get 192.168.30.0 " in check and "l2=$(ip -o -4 route get 10.7.1.0 " in check
+    assert "l1=$(ip -o -4 route get 192.168.30.255 " in check and "l2=$(ip -o -4 route get 10.7.1.255 " in check
     assert 'f "no default route to find the uplink by: set uplink_interface"' in check
     assert 'f "no interface of this host routes subnet 10.7.1.0/24: set egress_interface"' in check
     three_peers["peers"][2] |= {"uplink_interface": "enp0s3", "egress_interface": "enp0s8"}

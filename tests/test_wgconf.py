@@ -43,7 +43,7 @@ def test_postup_enables_forwarding_and_nat_on_the_egress_interface(three_peers: 
     masquerade = re.findall(r'"(-A wgmesh-%i-nat [^"]*)"', up[2])
     assert len(masquerade) == 2  # marked tunnel traffic and the tunnel network, towards its own subnet
     assert all("-o $l1 -d 192.168.10.0/24" in rule for rule in masquerade) and "; l1=ens5; " in up[2]
-    assert "l1=$(ip -o -4 route get 192.168.30.0 " in render(three_peers, "pub").get_all("PostUp")[2], "pub's is found on its host"
+    assert "l1=$(ip -o -4 route get 192.168.30.255 " in render(three_peers, "pub").get_all("PostUp")[2], "pub's is found on its host"
     down = config.get_all("PostDown")
     assert len(down) == 1 and down[0].endswith("; true")
 
