@@ -319,7 +319,7 @@ def test_lan_client_reaches_its_host_and_hosts_reach_each_other(lab: Lab) -> Non
 
 def test_nat_host_is_masqueraded_and_has_no_inbound_path_but_ssh(lab: Lab) -> None:
     seen = ssh(lab, "h3", "echo $SSH_CONNECTION")
-    assert seen.returncode == 0 and seen.stdout.split()[2] == "100.64.3.2"
+    assert seen.returncode == 0 and quiet(seen.stdout).split()[2] == "100.64.3.2"
     rules = in_ns(lab, "h3-nat", "iptables", "-w", "5", "-t", "nat", "-S")
     assert "-j MASQUERADE" in rules.stdout
     assert [line for line in rules.stdout.splitlines() if "DNAT" in line] == [
@@ -460,7 +460,8 @@ def run_commands(executor: Any, lab: Lab, commands: dict[str, dict[str, str]]) -
             )
             for name, spec in commands.items()
         }
-        return pulumi.Output.all(**{name: resource.stdout for name, resource in resources.items()}).apply(outputs.update)
+        stdouts = pulumi.Output.all(**{name: resource.stdout for name, resource in resources.items()})
+        return stdouts.apply(lambda values: outputs.update({name: quiet(text) for name, text in values.items()}))
 
     pulumi.runtime.test(program)()
     executor.finish()
