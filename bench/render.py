@@ -69,7 +69,6 @@ def private_keys(size: int) -> dict[str, str]:
 def cold_caches() -> None:
     public_key.cache_clear()
     render_module._text.cache_clear()
-    render_module._iptables.cache_clear()
     render_module._forwarding_rules.cache_clear()
 
 

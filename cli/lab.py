@@ -64,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="IPv6 beside IPv4: 2001:db8:100::/64 on the internet, fd00:201:<i>::/64 LANs, tunnel network fd00:255::/64",
     )
     up.add_argument(
+        "--gentle",
+        action="store_true",
+        help="friendly hosts (1500-byte links, no firewall, eth0, bash) instead of the harsh default: see docs/lab.md",
+    )
+    up.add_argument(
         "--wait",
         type=float,
         default=0.0,
@@ -148,11 +153,15 @@ def _user_errors(fn):
 def run_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     started = time.monotonic()
-    hosts = lab.up(args.peers, nat_peer=args.nat_peer, dual_stack=args.dual_stack, wait=args.wait)
+    hosts = lab.up(args.peers, nat_peer=args.nat_peer, dual_stack=args.dual_stack, harsh=not args.gentle, wait=args.wait)
     print(f"lab up: {len(hosts)} hosts in {time.monotonic() - started:.1f}s (state {lab.state_dir})")
     for host in hosts:
         where = f"endpoint {host.endpoint}" if host.endpoint else f"behind NAT ({host.address}), ssh via {host.ssh_host}:22"
         print(f"  {host.name:<5} ssh root@{host.ssh_host:<15} {where:<40} LAN {host.lan_subnet} (client {host.lan_client})")
+        if host.harsh:
+            profile = host.profile
+            interfaces = f"uplink {host.uplink}, LAN {host.lan_if}, MTU {host.mtu}"
+            print(f"  {'':<5} {profile.name}: firewall {profile.firewall}, {interfaces}, shell {profile.shell}")
         if host.dual_stack:
             where6 = f"IPv6 endpoint {host.endpoint6}" if host.endpoint6 else "no IPv6 underlay (behind NAT)"
             print(f"  {'':<5} {'':<24} {where6:<40} LAN {host.lan_subnet6} (client {host.lan_client6})")

@@ -160,6 +160,7 @@ class Mesh(MeshBuilder, pulumi.ComponentResource):
             ssh_private_key=ssh_private_key,
             ssh_private_keys=dict(ssh_private_keys or {}),
             verify=verify,
+            gone=spec.gone,
         )
         try:
             _check_args(args)

@@ -60,6 +60,8 @@ class MeshArgs:
     verify_timeout: int = DEFAULT_VERIFY_TIMEOUT
     boot_timeout: int = DEFAULT_BOOT_TIMEOUT
     mesh_secret_version: int = 1
+    # Names of former members whose host is gone for good (``gone: true``): see MeshComponent._tombstone.
+    gone: tuple[str, ...] = ()
 
 
 MESH_TYPE = "wgmesh:index:Mesh"
@@ -111,6 +113,8 @@ class MeshBuilder:
         for peer_name, peer in sorted(peers.items(), key=lambda item: not mesh.peer(item[0]).reachable):
             relays = sorted(set(mesh.relayed.get(peer_name, {}).values()))
             installs[peer_name] = self._install(name, mesh, peer_name, peer, args, [installs[relay] for relay in relays])
+        for gone in args.gone:
+            self._tombstone(gone)
         verifications: dict[str, pulumi.Output[Any]] = {}
         if args.verify:
             # Barrier 3: every install has finished before any peer verifies the whole mesh. It also carries every
@@ -190,6 +194,17 @@ class MeshBuilder:
             stdin=pulumi.Output.secret(config),
             logging=command.remote.Logging.STDERR,
             opts=options,
+        )
+
+    def _tombstone(self, peer_name: str) -> command.remote.Command:
+        """A gone peer's install, kept with no command at all: updating it to this runs nothing (there is no
+        ``create``/``update``), and deleting it afterwards (the peer dropped from the config, or ``pulumi destroy``)
+        runs no ``delete`` either. So a host that is gone for good never has to answer SSH to leave the mesh. Its
+        verify is simply no longer declared (it has no delete command). The connection is a placeholder: nothing
+        dials it."""
+        command_name, options = self._child(peer_name, "install")
+        return command.remote.Command(
+            command_name, connection=command.remote.ConnectionArgs(host=f"{peer_name}.gone.invalid", user="root"), opts=options
         )
 
     def _verify(

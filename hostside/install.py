@@ -42,7 +42,7 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "wgmesh: must run as root, or as a user with passwordless sudo (run as: bash -c <script>)" >&2
     exit 1
   fi
-  exec sudo -n -- bash -c "$BASH_EXECUTION_STRING"
+  exec sudo -n -- "${BASH:-/bin/bash}" --noprofile --norc -c "$BASH_EXECUTION_STRING"
 fi
 """
 
@@ -154,6 +154,14 @@ parse_settings "$new"
 for hook in "${POST_UP[@]}" "${POST_DOWN[@]}"; do
   printf '%s\n' "$hook" | bash -n 2>/dev/null || reject "hook is not valid bash: $hook"
 done
+#    wgmesh's own check hooks (": wgmesh-check; ..."): they change nothing, so they run now, before anything
+#    changes: an interface the config names that this host lacks is refused here.
+for hook in "${POST_UP[@]}"; do
+  [[ $hook == ": wgmesh-check;"* ]] || continue
+  if ! problem=$(bash --noprofile --norc -c "${hook//%i/$iface}" 2>&1); then
+    reject "${problem:-a check of the config failed: $hook}"
+  fi
+done
 if [[ -n $DNS ]] && ! command -v resolvconf >/dev/null; then
   reject "DNS = $DNS needs resolvconf, which is not installed"
 fi
@@ -213,13 +221,16 @@ setting() {
     sub(/^[^=]*=[[:space:]]*/, ""); sub(/[[:space:]]+$/, ""); print; exit
   }' "$work/stripped"
 }
+#     Order matters when this peer's own key changes (a rotation): the preshared keys derive from the public keys,
+#     so (a) the peers (keys, preshared keys, endpoints, AllowedIPs) go in first, under the current private key;
+#     (b) then the new private key, which expires every session and lets each peer initiate at once; (c) then
+#     one packet to every peer whose entry is new or changed (to all when the own key changed), in the
+#     background, so that a handshake starts now. Whichever side of a pair applies last thus initiates one that
+#     succeeds; otherwise a failed initiation (the other side not yet updated) would hold the peer for
+#     WireGuard's 5 s REKEY_TIMEOUT. Entries are compared in this shell only: the preshared keys never reach argv.
+declare -A was_peer=() now_peer=()
+while IFS=$'\t' read -r key psk _ allowed _; do was_peer[$key]="$psk $allowed"; done < <(wg show "$iface" dump 2>/dev/null | tail -n +2)
 synced_ok=1
-new_key=$(setting privatekey)
-if [[ -n $new_key && $new_key != "$(wg show "$iface" private-key 2>/dev/null)" ]]; then
-  printf '%s\n' "$new_key" > "$work/private.key"
-  wg set "$iface" private-key "$work/private.key" 2>&1 | redact || synced_ok=0
-fi
-unset new_key
 new_port=$(setting listenport)
 if [[ -n $new_port && $new_port != "$(wg show "$iface" listen-port 2>/dev/null)" ]]; then
   wg set "$iface" listen-port "$new_port" 2>&1 | redact || synced_ok=0
@@ -238,9 +249,36 @@ done < <(awk '/^[[:space:]]*\[/ { in_peer = (tolower($0) ~ /^[[:space:]]*\[peer\
 for key in $(wg show "$iface" peers); do
   [[ -n ${wanted_peers[$key]:-} ]] || wg set "$iface" peer "$key" remove || synced_ok=0
 done
+key_changed=0
+new_key=$(setting privatekey)
+if [[ $synced_ok -eq 1 && -n $new_key && $new_key != "$(wg show "$iface" private-key 2>/dev/null)" ]]; then
+  printf '%s\n' "$new_key" > "$work/private.key"
+  wg set "$iface" private-key "$work/private.key" 2>&1 | redact || synced_ok=0
+  key_changed=1
+fi
+unset new_key
 [[ $synced_ok -eq 1 ]] || restore "applying the config to $iface failed"
 ip link set up dev "$iface"
 stats=""
+while IFS=$'\t' read -r key psk _ allowed _; do now_peer[$key]="$psk $allowed"; done < <(wg show "$iface" dump 2>/dev/null | tail -n +2)
+unset psk
+prodded=0
+# Each peer's public key and the first host address of its AllowedIPs (its tunnel address, or its relay's).
+while read -r key address; do
+  [[ -n $address ]] || continue
+  [[ $key_changed -eq 1 || ${was_peer[$key]:-} != "${now_peer[$key]:-}" ]] || continue
+  pinger=(ping); [[ $address == *:* ]] && pinger=(ping -6)
+  # Detached, all output to /dev/null: it never holds the SSH session, and ends by itself within 1 s.
+  ( "${pinger[@]}" -n -q -c 1 -W 1 -- "$address" </dev/null >/dev/null 2>&1 & )
+  prodded=$((prodded + 1))
+done < <(awk '/^[[:space:]]*\[/ { in_peer = (tolower($0) ~ /^[[:space:]]*\[peer\]/); key = "" }
+              in_peer && tolower($0) ~ /^[[:space:]]*publickey[[:space:]]*=/ { sub(/^[^=]*=[[:space:]]*/, ""); key = $0 }
+              in_peer && key != "" && tolower($0) ~ /^[[:space:]]*allowedips[[:space:]]*=/ {
+                sub(/^[^=]*=[[:space:]]*/, ""); n = split($0, prefixes, /[[:space:]]*,[[:space:]]*/)
+                for (i = 1; i <= n; i++) if (prefixes[i] ~ /\/(32|128)$/) { sub(/\/.*/, "", prefixes[i]); print key, prefixes[i]; break }
+              }' "$work/stripped")
+unset was_peer now_peer
+[[ $prodded -eq 0 ]] || stats+=", handshakes started with $prodded"
 [[ $DNS == "$old_dns" ]] || say "note: DNS changes take effect when $iface restarts"
 [[ ${TABLE,,} == "${old_table,,}" ]] || say "note: routes of the old Table = ${old_table:-auto} stay until $iface restarts"
 
@@ -410,6 +448,21 @@ done
 elapsed=$((($(now_us) - started) / 10000))
 json+="}, \"seconds\": $((elapsed / 100)).$(printf %02d $((elapsed % 100)))}"
 echo "$json"
+# On failure, one line per peer that failed, on stderr (it ends up in the failed update's message): who, what
+# was missing, and what was tried.
+if [[ $ok != true ]]; then
+  for i in "${!names[@]}"; do
+    silent=""
+    for j in "${!targets[@]}"; do
+      [[ ${owners[j]} -eq $i && ${answered[j]} != true ]] && silent+=" ${targets[j]}"
+    done
+    [[ ${handshake[i]} == true && -z $silent ]] && continue
+    what="no handshake"; [[ ${handshake[i]} == true ]] && what="a handshake"
+    [[ ${vias[i]} == null ]] || what+=" (with its relay ${vias[i]//\"/})"
+    what+="; no ping answer from:${silent:- (all answered)}"
+    echo "wgmesh: verify: peer ${names[i]//\"/}: $what; pinged through $iface every 0.5 s for ${timeout}s" >&2
+  done
+fi
 [[ $ok == true ]]
 """
 
@@ -467,6 +520,47 @@ fi
 """
 
 
+# Every script runs under bash, named by its path, whatever root's (or the SSH user's) login shell is: sshd hands
+# the command to that shell (`<shell> -c <command>`), and on a host whose shell is dash (Debian's /bin/sh, some
+# images' root) `set -o pipefail` and `[[` fail. So what the login shell reads is this POSIX sh wrapper only: it
+# finds bash and runs the script with it, without profile or rc files (a noisy .bashrc, aliases, `set -u` in a
+# profile cannot reach the script). The script goes on bash's command line from a quoted here-document: it stays
+# readable in a preview, and stdin (the config) flows through to it untouched. It holds no secret.
+_POSIX_WRAPPER = """\
+# Run by bash (by path), whatever the login shell is, without profile or rc files: see hostside/install.py.
+if [ -x /bin/bash ]; then wgmesh_bash=/bin/bash; elif [ -x /usr/bin/bash ]; then wgmesh_bash=/usr/bin/bash; else
+  echo "wgmesh: this host has no /bin/bash; install bash" >&2; exit 1
+fi
+@RUN@"$wgmesh_bash" --noprofile --norc -c "$(cat <<'WGMESH_SCRIPT'
+@SCRIPT@
+WGMESH_SCRIPT
+)" @NAME@@TAIL@
+"""
+
+
+def posix_wrapped(script: str, name: str, *, last: bool = True) -> str:
+    """``script`` (bash) as a command any POSIX login shell runs the same way: see :data:`_POSIX_WRAPPER`.
+
+    ``last``: the wrapper ``exec``s bash (nothing may follow); otherwise bash runs with stdin from /dev/null and
+    the wrapper stops on its failure, so that another wrapped script can follow (the boot wait, then the install).
+    """
+    if "\nWGMESH_SCRIPT\n" in f"\n{script}\n":
+        raise ValueError("the script contains the here-document's end marker")
+    return _fill(
+        _POSIX_WRAPPER,
+        RUN="exec " if last else "",
+        SCRIPT=script.rstrip("\n"),
+        NAME=shlex.quote(name),
+        TAIL="" if last else " </dev/null || exit $?",
+    )
+
+
+def inner_script(wrapped: str) -> str:
+    """The bash script inside a :func:`posix_wrapped` command (for checks such as ``bash -n`` and shellcheck)."""
+    start = wrapped.index("<<'WGMESH_SCRIPT'\n") + len("<<'WGMESH_SCRIPT'\n")
+    return wrapped[start : wrapped.index("\nWGMESH_SCRIPT\n", start)] + "\n"
+
+
 def _check_interface(interface: str) -> None:
     if not INTERFACE_NAME.match(interface):
         raise ValueError(f"{interface!r} is not a usable interface name (1-15 of letters, digits and _=+.-)")
@@ -517,7 +611,7 @@ def install_script(interface: str = "wg0", conf_dir: str = DEFAULT_CONF_DIR) -> 
     _check_conf_dir(conf_dir)
     header = "# wgmesh: install the wg-quick config given on stdin, hitless when the interface is already up.\n"
     variables = _assignments(iface=interface, conf_dir=conf_dir.rstrip("/") or "/") + 'conf="$conf_dir/$iface.conf"\n'
-    return header + _PRELUDE + variables + _HELPERS + _PARSE_SETTINGS + _SCRATCH_CHECK + _INSTALL
+    return posix_wrapped(header + _PRELUDE + variables + _HELPERS + _PARSE_SETTINGS + _SCRATCH_CHECK + _INSTALL, "wgmesh-install")
 
 
 def uninstall_script(interface: str = "wg0", conf_dir: str = DEFAULT_CONF_DIR) -> str:
@@ -526,7 +620,7 @@ def uninstall_script(interface: str = "wg0", conf_dir: str = DEFAULT_CONF_DIR) -
     _check_conf_dir(conf_dir)
     header = "# wgmesh: remove the WireGuard interface and its config file (succeeds when already gone).\n"
     variables = _assignments(iface=interface, conf_dir=conf_dir.rstrip("/") or "/") + 'conf="$conf_dir/$iface.conf"\n'
-    return header + _PRELUDE + variables + _HELPERS + _UNINSTALL
+    return posix_wrapped(header + _PRELUDE + variables + _HELPERS + _UNINSTALL, "wgmesh-uninstall")
 
 
 def _bash_array(name: str, values: Sequence[str]) -> str:
@@ -583,7 +677,7 @@ def verify_script(
         + _bash_array("targets", targets)
         + _bash_array("owners", owners)
     )
-    return header + _PRELUDE + variables + _VERIFY
+    return posix_wrapped(header + _PRELUDE + variables + _VERIFY, "wgmesh-verify")
 
 
 def wait_for_boot_script(timeout_seconds: int = 600) -> str:
@@ -594,7 +688,9 @@ def wait_for_boot_script(timeout_seconds: int = 600) -> str:
     if timeout_seconds < 1:
         raise ValueError("timeout_seconds must be >= 1")
     header = "# wgmesh: wait for the host to finish booting (cloud-init, then wg and wg-quick installed).\n"
-    return header + "set -euo pipefail\n" + _assignments(timeout=str(int(timeout_seconds))) + _WAIT_FOR_BOOT
+    return posix_wrapped(
+        header + "set -euo pipefail\n" + _assignments(timeout=str(int(timeout_seconds))) + _WAIT_FOR_BOOT, "wgmesh-wait", last=False
+    )
 
 
 def user_data_script(*, ipv6_forwarding: bool = True, extra_packages: Sequence[str] = ()) -> str:

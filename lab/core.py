@@ -225,7 +225,10 @@ class Lab:
         if state is None or "peers" not in state.data:
             raise LabError(f"no lab is up (no {self.state_path}): run `wgmesh lab up --peers N` first")
         hosts = topology.plan(
-            int(state.data["peers"]), nat_peer=int(state.data.get("nat_peer") or 0), dual_stack=bool(state.data.get("dual_stack"))
+            int(state.data["peers"]),
+            nat_peer=int(state.data.get("nat_peer") or 0),
+            dual_stack=bool(state.data.get("dual_stack")),
+            harsh=bool(state.data.get("harsh", False)),
         )
         return {host.name: host for host in hosts}
 
@@ -262,6 +265,7 @@ class Lab:
         *,
         nat_peer: int = 0,
         dual_stack: bool = False,
+        harsh: bool = True,
         workers: int = 16,
         wait: float = 0.0,
     ) -> list[Host]:
@@ -272,7 +276,7 @@ class Lab:
         removes only what it made itself, so concurrent test runs take turns instead of breaking each other.
         """
         try:
-            hosts = topology.plan(peers, nat_peer=nat_peer, dual_stack=dual_stack)
+            hosts = topology.plan(peers, nat_peer=nat_peer, dual_stack=dual_stack, harsh=harsh)
         except ValueError as exc:
             raise LabError(str(exc)) from None
         check_prerequisites()
@@ -289,13 +293,20 @@ class Lab:
     def _up_once(self, hosts: list[Host], workers: int) -> list[Host]:
         peers, nat_peer = len(hosts), sum(host.behind_nat for host in hosts)
         dual_stack = any(host.dual_stack for host in hosts)
+        harsh = any(host.harsh for host in hosts)
         self._check_free(hosts)
         made_dir = not self.state_dir.exists()
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         try:
             state = LabState.claim(
-                self.state_path, peers=peers, nat_peer=nat_peer, dual_stack=dual_stack, status="building", started=time.time()
+                self.state_path,
+                peers=peers,
+                nat_peer=nat_peer,
+                dual_stack=dual_stack,
+                harsh=harsh,
+                status="building",
+                started=time.time(),
             )
         except FileExistsError:
             raise LabError(f"a lab is already up with state in {self.state_dir} (run `wgmesh lab down` first)") from None
@@ -402,6 +413,10 @@ class Lab:
         self._add_netns(state, topology.INET_NETNS)
         self._batch(topology.INET_NETNS, [f"link add {topology.BRIDGE} type bridge", f"link set {topology.BRIDGE} up"])
         self._sysctl(topology.INET_NETNS, {"net.bridge.bridge-nf-call-iptables": "0"}, optional=True)
+        # The hosts' default gateway: an address of the bridge in a namespace that forwards nothing. A host finds
+        # its uplink by its default route, as on a real server; what it sends there goes nowhere.
+        self._sysctl(topology.INET_NETNS, {"net.ipv4.ip_forward": "0"})
+        self._batch(topology.INET_NETNS, [f"addr add {topology.INET_GATEWAY}/{topology.INET_PREFIXLEN} dev {topology.BRIDGE}"])
         if dual_stack:
             # Neighbour discovery is multicast: with no MLD querier on this bridge, snooping could prune it.
             self._batch(topology.INET_NETNS, [f"link set {topology.BRIDGE} type bridge mcast_snooping 0"])
@@ -427,6 +442,7 @@ class Lab:
                 # No duplicate address detection: an address is usable at once instead of "tentative" for a second
                 # or more (a bounded wait we need not make); the lab's addresses are unique by construction.
                 self._sysctl(netns, {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"})
+        uplink, lan, mtu = host.uplink, host.lan_if, host.mtu
         public = f"link add {topology.PUBLIC_IF} type veth peer name {host.bridge_port} netns {topology.INET_NETNS}"
         if host.nat_netns:
             nat = host.nat_netns
@@ -434,58 +450,84 @@ class Lab:
                 nat,
                 [
                     public,
+                    f"link set {topology.PUBLIC_IF} mtu {mtu}",
                     f"addr add {host.public_address}/{topology.INET_PREFIXLEN} dev {topology.PUBLIC_IF}",
                     f"link set {topology.PUBLIC_IF} up",
-                    f"link add {topology.NAT_PRIVATE_IF} type veth peer name {topology.PUBLIC_IF} netns {host.netns}",
+                    f"link add {topology.NAT_PRIVATE_IF} type veth peer name {uplink} netns {host.netns}",
+                    f"link set {topology.NAT_PRIVATE_IF} mtu {mtu}",
                     f"addr add {host.nat_inside_address}/24 dev {topology.NAT_PRIVATE_IF}",
                     f"link set {topology.NAT_PRIVATE_IF} up",
                 ],
             )
             self._sysctl(nat, {"net.ipv4.ip_forward": "1"})
             private_net = f"100.64.{host.index}.0/24"
-            for rule in (
+            rules = [
                 ["-t", "nat", "-A", "POSTROUTING", "-s", private_net, "-o", topology.PUBLIC_IF, "-j", "MASQUERADE"],
                 # The one port-forward: SSH to the router's public address reaches the host's sshd (management path).
                 [
                     *("-t", "nat", "-A", "PREROUTING", "-d", host.public_address, "-p", "tcp", "--dport", str(topology.SSH_PORT)),
                     *("-j", "DNAT", "--to-destination", f"{host.address}:{topology.SSH_PORT}"),
                 ],
-            ):
+            ]
+            if host.harsh:  # "fragmentation needed" filtered, as many home and office routers do
+                drop = ("-p", "icmp", "--icmp-type", "fragmentation-needed", "-j", "DROP")
+                rules += [["-A", chain, *drop] for chain in ("FORWARD", "OUTPUT")]
+            for rule in rules:
                 run(self.in_netns(nat, ["iptables", "-w", "5", *rule]))
             host_lines = [
-                f"addr add {host.address}/{host.address_prefixlen} dev {topology.PUBLIC_IF}",
-                f"link set {topology.PUBLIC_IF} up",
+                f"link set {uplink} mtu {mtu}",
+                f"addr add {host.address}/{host.address_prefixlen} dev {uplink}",
+                f"link set {uplink} up",
                 f"route add default via {host.nat_inside_address}",
             ]
         else:
             host_lines = [
-                public,
-                f"addr add {host.address}/{host.address_prefixlen} dev {topology.PUBLIC_IF}",
-                f"link set {topology.PUBLIC_IF} up",
+                public.replace(f"link add {topology.PUBLIC_IF} ", f"link add {uplink} ", 1),
+                f"link set {uplink} mtu {mtu}",
+                f"addr add {host.address}/{host.address_prefixlen} dev {uplink}",
+                f"link set {uplink} up",
+                f"route add default via {topology.INET_GATEWAY}",
             ]
             if host.dual_stack and host.public_address6:
-                host_lines.append(f"addr add {host.public_address6}/{topology.INET6_PREFIXLEN} dev {topology.PUBLIC_IF} nodad")
+                host_lines.append(f"addr add {host.public_address6}/{topology.INET6_PREFIXLEN} dev {uplink} nodad")
         host_lines += [
-            f"link add {topology.LAN_IF} type veth peer name {topology.LAN_CLIENT_IF} netns {host.lan_netns}",
-            f"addr add {host.lan_gateway}/24 dev {topology.LAN_IF}",
-            f"link set {topology.LAN_IF} up",
+            f"link add {lan} type veth peer name {topology.LAN_CLIENT_IF} netns {host.lan_netns}",
+            f"link set {lan} mtu {mtu}",
+            f"addr add {host.lan_gateway}/24 dev {lan}",
+            f"link set {lan} up",
         ]
         lan_lines = [
+            f"link set {topology.LAN_CLIENT_IF} mtu {mtu}",
             f"addr add {host.lan_client}/24 dev {topology.LAN_CLIENT_IF}",
             f"link set {topology.LAN_CLIENT_IF} up",
             f"route add default via {host.lan_gateway}",
         ]
         if host.dual_stack:
-            host_lines.append(f"addr add {host.lan_gateway6}/64 dev {topology.LAN_IF} nodad")
+            host_lines.append(f"addr add {host.lan_gateway6}/64 dev {lan} nodad")
             lan_lines.append(f"addr add {host.lan_client6}/64 dev {topology.LAN_CLIENT_IF} nodad")
             lan_lines.append(f"route add default via {host.lan_gateway6}")
         self._batch(host.netns, host_lines)
         self._batch(host.lan_netns, lan_lines)
-        self._batch(topology.INET_NETNS, [f"link set {host.bridge_port} master {topology.BRIDGE}", f"link set {host.bridge_port} up"])
+        # The internet's side of the host's link carries 1500: bigger frames are dropped there, without ICMP.
+        self._batch(
+            topology.INET_NETNS,
+            [
+                f"link set {host.bridge_port} mtu {topology.PATH_MTU}",
+                f"link set {host.bridge_port} master {topology.BRIDGE}",
+                f"link set {host.bridge_port} up",
+            ],
+        )
         self._sysctl(host.netns, {"net.ipv4.ip_forward": "1", **({"net.ipv6.conf.all.forwarding": "1"} if host.dual_stack else {})})
         self._build_mount_namespace(state, host)
         self._write_sshd_config(host)
+        self._firewall(host)
         self._boot(state, host)
+
+    def _firewall(self, host: Host) -> None:
+        """The host's own firewall, per its profile (as at every boot): see :func:`firewall_rules`."""
+        lines = firewall_rules(host)
+        if lines:
+            run(self.in_netns(host.netns, ["sh", "-ec", "\n".join(lines)]))
 
     def _build_mount_namespace(self, state: LabState, host: Host) -> None:
         directory = self.host_dir(host)
@@ -507,8 +549,24 @@ class Lab:
         if not self.state_dir.resolve().is_relative_to("/root"):
             home = directory / "root-home"
             home.mkdir(mode=0o700, exist_ok=True)
+        passwd: Path | None = None
+        if host.harsh:
+            if home is not None:
+                # A noisy profile, as real hosts have: a greeting on stdout and stderr from every file a shell may read.
+                noise = f'echo "welcome to {host.name} ({host.profile.name}): noisy profile"\necho "{host.name}: and on stderr" >&2\n'
+                for name in (".profile", ".bashrc", ".bash_profile"):
+                    write_private(home / name, noise)
+            if host.profile.shell != "bash":
+                # Root's login shell, as sshd reads it from /etc/passwd in the host's mount namespace.
+                shell = which(host.profile.shell) or f"/bin/{host.profile.shell}"
+                entries = Path("/etc/passwd").read_text().splitlines()
+                entries = [":".join([*line.split(":")[:6], shell]) if line.startswith("root:") else line for line in entries]
+                passwd = directory / "passwd"
+                passwd.write_text("\n".join(entries) + "\n")
+                passwd.chmod(0o644)
         lines = [
             "set -e",
+            *([f"mount --bind {shlex.quote(str(passwd))} /etc/passwd"] if passwd else []),
             # Copies of other hosts' handles and of /run/netns would keep those namespaces alive: drop them here.
             f"umount -l {shlex.quote(str(self.ns_dir))} 2>/dev/null || true",
             "umount -l /run/netns 2>/dev/null || true",
@@ -757,6 +815,7 @@ LoginGraceTime 60
         flush.append("ip -4 rule flush && ip -4 rule add pref 32766 table main && ip -4 rule add pref 32767 table default")
         flush.append("ip -6 rule flush 2>/dev/null && ip -6 rule add pref 32766 table main 2>/dev/null")
         run(self.in_netns(host.netns, ["sh", "-c", "; ".join(flush) + "; true"]))
+        self._firewall(host)  # the host's own firewall comes back at boot
         self._fresh_run(host)
         interfaces = self._boot(state, host)
         self._wait_ssh([host])
@@ -823,3 +882,31 @@ def _is_mountpoint(path: str) -> bool:
     except OSError:
         return False
     return False
+
+
+def firewall_rules(host: Host) -> list[str]:
+    """The commands that give a harsh host its profile's firewall, for IPv4 and IPv6 alike.
+
+    ``ufw``: INPUT and FORWARD policy DROP; loopback, established traffic, ping (ICMPv6 too, neighbour discovery
+    needs it) and SSH allowed, like ufw's defaults with ``ufw allow ssh``. ``firewalld``: the same accepts, then a
+    final ``REJECT`` in INPUT and FORWARD, like firewalld's public zone or Oracle's cloud images. Nothing else
+    is open: not WireGuard's port, not forwarding.
+    """
+    kind = host.profile.firewall
+    if kind == "none":
+        return []
+    lines = []
+    for binary, icmp, reject in (
+        ("iptables", "-p icmp --icmp-type echo-request", "icmp-host-prohibited"),
+        ("ip6tables", "-p ipv6-icmp", "icmp6-adm-prohibited"),
+    ):
+        for chain in ("INPUT", "FORWARD"):
+            lines.append(f"{binary} -w 5 -A {chain} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+        lines.append(f"{binary} -w 5 -A INPUT -i lo -j ACCEPT")
+        lines.append(f"{binary} -w 5 -A INPUT {icmp} -j ACCEPT")
+        lines.append(f"{binary} -w 5 -A INPUT -p tcp --dport {topology.SSH_PORT} -j ACCEPT")
+        if kind == "ufw":
+            lines += [f"{binary} -w 5 -P INPUT DROP", f"{binary} -w 5 -P FORWARD DROP"]
+        else:
+            lines += [f"{binary} -w 5 -A {chain} -j REJECT --reject-with {reject}" for chain in ("INPUT", "FORWARD")]
+    return lines

@@ -14,6 +14,16 @@ Layout for host ``i`` (1-based)::
     wgl-h<i>-nat eth0 198.51.100.<10+i> ────┘  MASQUERADE for 100.64.<i>.0/24, DNAT tcp/22 -> 100.64.<i>.2
                  priv0 100.64.<i>.1/24 ──── wgl-h<i>  eth0 100.64.<i>.2 (default via .1), lan0 as above
 
+    harsh hosts (the default; --gentle for the old, friendly world): like real fleets, not like a lab --
+    * links inside a host's world (uplink, LAN, NAT router) carry 9001-byte frames, as on EC2, while the internet
+      bridge's ports carry 1500 and silently drop bigger frames: no router on that path ever sends ICMP
+      "fragmentation needed", and the NAT routers drop it besides (a PMTUD black hole);
+    * each host has a profile (PROFILES, by index): a firewall (ufw-like: INPUT and FORWARD policy DROP, SSH,
+      ping and established allowed; firewalld/Oracle-like: the same ACCEPTs then a final REJECT; or none), uplink
+      and LAN interface names (eth0/lan0, ens5/ens6, enp0s3/enp0s8) and root's login shell (bash with a noisy
+      profile, or dash, whose profile is noisy too); public hosts have a default route to the internet bridge's
+      gateway 198.51.100.254 (in wgl-inet, which forwards nothing), so the uplink can be found by it.
+
     dual stack (--dual-stack), IPv6 beside every IPv4 address above (documentation and ULA ranges, inside the
     namespaces only; the root namespace stays IPv4, so SSH and the program's management path do not change):
     wgl-h<i>   eth0 2001:db8:100::<10+i>/64 on the bridge (none behind NAT: the NAT router is IPv4 only, like
@@ -40,6 +50,10 @@ ROOT_ADDRESS = "198.51.100.1"
 BRIDGE = "br0"
 PUBLIC_IF = "eth0"
 LAN_IF = "lan0"
+# The internet's gateway: an address of the bridge in wgl-inet, which does not forward (a dead end, by design).
+INET_GATEWAY = "198.51.100.254"
+HARSH_MTU = 9001  # the hosts' own links, as on EC2
+PATH_MTU = 1500  # the internet bridge's ports: bigger frames are dropped without a word
 NAT_PRIVATE_IF = "priv0"
 LAN_CLIENT_IF = "eth0"
 TUNNEL_NETWORK = "10.255.0.0/24"
@@ -51,8 +65,28 @@ WG_INTERFACE = "wg0"
 WG_PORT = 51820
 SSH_PORT = 22
 MAX_PEERS = 200
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How unfriendly a harsh host is: its firewall, its interface names and root's login shell."""
+
+    name: str
+    firewall: str  # "ufw", "firewalld" or "none"
+    uplink: str
+    lan: str
+    shell: str  # "bash" or "dash"
+
+
+# Host i gets PROFILES[(i - 1) % 3]: every lab of three or more mixes them all.
+PROFILES = (
+    Profile("ufw-dash", "ufw", "ens5", "ens6", "dash"),
+    Profile("firewalld-bash", "firewalld", "enp0s3", "enp0s8", "bash"),
+    Profile("plain", "none", PUBLIC_IF, LAN_IF, "bash"),
+)
+GENTLE = Profile("gentle", "none", PUBLIC_IF, LAN_IF, "bash")
 # Interfaces the lab itself makes inside a host namespace: a reboot deletes every other one (wg0 and the like).
-HOST_BASE_LINKS = frozenset({"lo", PUBLIC_IF, LAN_IF})
+HOST_BASE_LINKS = frozenset({"lo", PUBLIC_IF, LAN_IF} | {name for profile in PROFILES for name in (profile.uplink, profile.lan)})
 _HOST_NAME = re.compile(r"^h([1-9][0-9]{0,2})$")
 
 
@@ -63,6 +97,25 @@ class Host:
     index: int
     behind_nat: bool = False
     dual_stack: bool = False
+    harsh: bool = True
+
+    @property
+    def profile(self) -> Profile:
+        return PROFILES[(self.index - 1) % len(PROFILES)] if self.harsh else GENTLE
+
+    @property
+    def uplink(self) -> str:
+        """The host's own uplink (towards the internet bridge, or its NAT router)."""
+        return self.profile.uplink
+
+    @property
+    def lan_if(self) -> str:
+        return self.profile.lan
+
+    @property
+    def mtu(self) -> int:
+        """The MTU of the host's own links (uplink, LAN, NAT router); the internet bridge carries PATH_MTU."""
+        return HARSH_MTU if self.harsh else PATH_MTU
 
     @property
     def name(self) -> str:
@@ -163,7 +216,7 @@ class Host:
         return (self.netns, self.lan_netns) + ((self.nat_netns,) if self.nat_netns else ())
 
 
-def plan(peers: int, *, nat_peer: int = 0, dual_stack: bool = False) -> list[Host]:
+def plan(peers: int, *, nat_peer: int = 0, dual_stack: bool = False, harsh: bool = True) -> list[Host]:
     """The hosts of a lab with ``peers`` hosts; the last ``nat_peer`` of them (``True`` is one) sit behind NAT, each
     behind a NAT router of its own, so that two of them can only talk through a relay; with ``dual_stack`` every
     host, LAN and the tunnel get IPv6 beside IPv4."""
@@ -173,7 +226,7 @@ def plan(peers: int, *, nat_peer: int = 0, dual_stack: bool = False) -> list[Hos
         raise ValueError(
             f"--nat-peer {int(nat_peer)} needs at least {int(nat_peer) + 1} peers: hosts behind NAT talk through a host with an endpoint"
         )
-    return [Host(index, behind_nat=index > peers - nat_peer, dual_stack=dual_stack) for index in range(1, peers + 1)]
+    return [Host(index, behind_nat=index > peers - nat_peer, dual_stack=dual_stack, harsh=harsh) for index in range(1, peers + 1)]
 
 
 def host_index(name: str) -> int | None:
@@ -202,7 +255,7 @@ def mesh_description(hosts: list[Host]) -> dict[str, Any]:
         if host.endpoint is not None:
             peer["endpoint"] = host.endpoint
         peer["subnets"] = [host.lan_subnet, host.lan_subnet6] if dual else [host.lan_subnet]
-        peer["egress_interface"] = LAN_IF
+        # No interface names: wgmesh finds each host's uplink and LAN interface on the host.
         peers.append(peer)
     network: str | list[str] = [TUNNEL_NETWORK, TUNNEL_NETWORK6] if dual else TUNNEL_NETWORK
     return {"network": network, "interface": WG_INTERFACE, "keepalive": 25, "peers": peers}

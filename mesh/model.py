@@ -17,7 +17,16 @@ IPInterface = IPv4Interface | IPv6Interface
 DEFAULT_LISTEN_PORT = 51820
 DEFAULT_KEEPALIVE = 25
 DEFAULT_INTERFACE = "wg0"
-DEFAULT_EGRESS_INTERFACE = "eth0"
+# None: found on the host at install time (the interface of the default route; for subnets, the interface that
+# routes each one), see mesh.render.forwarding_rules. A name is checked on the host before anything changes.
+DEFAULT_EGRESS_INTERFACE: str | None = None
+# The MTU of the path between peers that wgmesh assumes unless told (mesh-wide ``underlay_mtu``): the Internet's
+# 1500, whatever the hosts' own links carry (9001 on EC2). A tunnel packet is the inner packet plus WireGuard's 32
+# bytes, UDP's 8 and the outer IP header: 20 for IPv4, 40 for IPv6. The tunnel MTU is sized for the larger, so one
+# MTU fits whichever family the underlay uses: 1500 - 80 = 1420, wg-quick's own choice on a 1500-byte uplink.
+DEFAULT_UNDERLAY_MTU = 1500
+TUNNEL_OVERHEAD = 80
+DEFAULT_MTU = DEFAULT_UNDERLAY_MTU - TUNNEL_OVERHEAD
 # The packet-mark bit that tags traffic forwarded from the WireGuard interface to the egress interface, so that one
 # MASQUERADE rule per family covers every remote peer (see mesh.render.forwarding_rules). Bit 24: outside wg-quick's
 # fwmark 51820 (0xca6c), kube-proxy's 0x4000/0x8000, the CNI portmap plugin's 0x2000, Cilium's 0x0f00, the AWS VPC
@@ -57,7 +66,8 @@ class Peer:
     subnets: tuple[IPNetwork, ...] = ()
     keepalive: int | None = None
     mtu: int | None = None
-    egress_interface: str = DEFAULT_EGRESS_INTERFACE
+    egress_interface: str | None = DEFAULT_EGRESS_INTERFACE
+    uplink_interface: str | None = None
     nat: bool = True
     post_up: tuple[str, ...] = ()
     post_down: tuple[str, ...] = ()

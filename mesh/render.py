@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from ipaddress import ip_network
 
 from mesh.keys import PresharedKeyDeriver, public_key
 from mesh.model import IPNetwork, Mesh, Peer
@@ -74,46 +75,87 @@ class MeshKeys:
         return self._deriver[0]
 
 
-@lru_cache(maxsize=65536)
-def _iptables(binary: str, table: str, chain: str, match: str) -> tuple[str, str]:
-    """An idempotent (PostUp, PostDown) pair for one rule: check (-C) before append (-A); delete tolerates absence."""
-    where = f"-t {table} " if table != "filter" else ""
-    spec = f"{chain} {match} -m comment --comment {MARK}"
-    return (
-        f"{binary} {where}-C {spec} 2>/dev/null || {binary} {where}-A {spec}",
-        f"{binary} {where}-D {spec} 2>/dev/null || true",
-    )
+CHAIN_PREFIX = "wgmesh-%i-"
+# Where each of wgmesh's chains is jumped to from, first thing: (table, built-in chain, our chain's suffix).
+JUMPS = (("filter", "INPUT", "in"), ("filter", "FORWARD", "fwd"), ("mangle", "FORWARD", "mangle"), ("nat", "POSTROUTING", "nat"))
+# The text of the interface a route goes through, from `ip -o route ...` output (POSIX sed: hooks run anywhere).
+_DEV = "sed -n 's/.* dev \\([^ ]*\\).*/\\1/p' | head -n 1"
+
+
+def _detect(argv: str) -> str:
+    return f"$(ip -o {argv} 2>/dev/null | {_DEV})"
+
+
+def _resolve(uplink: str | None, egress: str | None, subnets: tuple[str, ...]) -> str:
+    """Shell that sets ``u`` (the uplink) and ``l1``, ``l2``, ... (the interface of each own subnet, in order):
+    the configured names, else found on the host: the uplink is the interface of the default route (IPv4, else
+    IPv6), a subnet's interface the one its last address is routed through."""
+    parts = [f"u={uplink}" if uplink else f'u={_detect("-4 route show default")}; [ -n "$u" ] || u={_detect("-6 route show default")}']
+    for index, subnet in enumerate(subnets, 1):
+        family = "-6" if ":" in subnet else "-4"
+        # Its last address: never the host's own in practice, and not IPv6's subnet-router anycast address (the
+        # first), which the local table routes to lo on a host with an address in the subnet.
+        probe = ip_network(subnet).broadcast_address
+        parts.append(f"l{index}={egress}" if egress else f"l{index}={_detect(f'{family} route get {probe}')}")
+    return "; ".join(parts)
+
+
+def _check(uplink: str | None, egress: str | None, subnets: tuple[str, ...]) -> str:
+    """The PostUp line that checks, before anything changes, that every interface the rules name exists here.
+
+    It starts with ``: wgmesh-check;`` (a no-op), by which the install script knows it may run it before it
+    applies a config: it changes nothing, and a config whose interfaces are wrong is refused there."""
+    fail = "f() { echo \"wgmesh: $* (interfaces here: $(ls /sys/class/net | tr '\\n' ' '))\" >&2; exit 1; }"
+    lines = [": wgmesh-check", fail, _resolve(uplink, egress, subnets)]
+    if uplink:
+        lines.append(f'ip link show dev "$u" >/dev/null 2>&1 || f "uplink_interface {uplink} does not exist on this host"')
+    else:
+        lines.append('[ -n "$u" ] || f "no default route to find the uplink by: set uplink_interface"')
+    for index, subnet in enumerate(subnets, 1):
+        if egress:
+            if index == 1:
+                lines.append(f'ip link show dev "$l1" >/dev/null 2>&1 || f "egress_interface {egress} does not exist on this host"')
+            continue
+        lines.append(f'case "$l{index}" in ""|lo|%i) f "no interface of this host routes subnet {subnet}: set egress_interface";; esac')
+    return "; ".join(lines)
 
 
 def forwarding_rules(mesh: Mesh, local: Peer) -> tuple[list[str], list[str]]:
-    """PostUp and PostDown commands: forwarding on, FORWARD accepted through %i, and NAT of mesh traffic.
+    """PostUp and PostDown commands: forwarding on, and wgmesh's firewall in chains of its own, jumped to first.
 
-    NAT (MASQUERADE on the egress interface of everything that came through the tunnel) lets hosts in this peer's
-    VPC answer remote peers without routes back; with ``nat: false`` (Kubernetes overlays, or routes in the VPC
-    route table) sources stay visible. Per IP family, and whatever the size of the mesh, NAT is three rules:
+    Per IP family, four chains named after the interface (``wgmesh-%i-in``, ``-fwd``, ``-mangle``, ``-nat``),
+    filled in one atomic ``iptables-restore --noflush`` (refilled the same way on every sync: no moment without
+    them) and jumped to from the first position of INPUT, FORWARD, mangle FORWARD and nat POSTROUTING, so that a
+    host firewall's DROP policy or final REJECT (ufw, firewalld, Oracle's images) never sees mesh traffic first.
+    They allow only what the mesh needs:
 
-    * mangle FORWARD ``-i %i -o <egress> -j MARK --set-xmark <bit>/<bit>``: tags what the tunnel forwards to the
-      egress interface with the mesh's ``nat_mark`` bit, leaving the mark's other bits alone. WireGuard only
-      accepts from a peer sources inside that peer's AllowedIPs, so "came through %i" is exactly "sourced in the
-      tunnel network or another peer's subnets", which is what one ``-s`` rule per remote subnet used to say.
-      Marking in FORWARD (not PREROUTING) happens after the routing decision and only on packets leaving through
-      the egress interface, so the bit can never steer ``ip rule fwmark`` lookups.
-    * nat POSTROUTING ``-o <egress> -m mark --mark <bit>/<bit> -j MASQUERADE``: NATs the tagged connections.
-    * nat POSTROUTING ``-s <tunnel network> -o <egress> -j MASQUERADE``: the host's own traffic sourced from its
-      tunnel address, which never crosses FORWARD.
+    * ``-in``: WireGuard's UDP port on the uplink, and pings arriving through the tunnel (verification);
+    * ``-fwd``: tunnel to tunnel (a relay), tunnel to this peer's own subnets, own subnets to the tunnel; anything
+      else arriving through the tunnel is dropped: no peer is an exit towards the rest of the world;
+    * ``-mangle``: the TCP MSS of connections leaving through the tunnel clamped to its MTU (hosts behind a peer
+      do not know the tunnel's MTU, and ICMP "fragmentation needed" is often filtered); with NAT, the ``nat_mark``
+      bit on what the tunnel forwards to each own subnet;
+    * ``-nat``: MASQUERADE, on the subnet's interface, of what carries the mark (came through this interface) and
+      of the host's own traffic from its tunnel address, towards own subnets only.
 
-    The mark and masquerade rules are present for a family only when some remote peer has addresses of it. For
-    IPv6, the egress interface keeps accepting router advertisements first (:func:`keep_router_advertisements`).
+    WireGuard only accepts from a peer sources inside that peer's AllowedIPs, so "came through %i" is exactly "sent
+    by a peer from a mesh prefix". The uplink and each subnet's interface are the configured names, else found on
+    the host when the hooks run (:func:`_resolve`); the first PostUp checks them (:func:`_check`). For IPv6, the
+    uplink keeps accepting router advertisements first (:func:`keep_router_advertisements`).
     """
     families = {address.version for address in local.addresses} | set(mesh.subnet_owners)
-    remote = frozenset(
-        family
-        for family in families
-        if any(network.version == family for network in mesh.networks) or mesh.subnet_owners.get(family, frozenset()) - {local.name}
-    )
+    subnets = tuple(_text(subnet) for subnet in local.subnets)
     networks = tuple(_text(network) for network in mesh.networks)
-    egress = local.egress_interface if local.nat else None
-    up, down = _forwarding_rules(tuple(sorted(families)), remote, networks, egress, local.egress_interface, mesh.nat_mark)
+    up, down = _forwarding_rules(
+        tuple(sorted(families)),
+        subnets,
+        networks,
+        local.uplink_interface,
+        local.egress_interface,
+        local.nat,
+        local.listen_port,
+        mesh.nat_mark,
+    )
     return list(up), list(down)
 
 
@@ -130,7 +172,7 @@ def keep_router_advertisements(uplink: str) -> str:
 
     No PostDown: forwarding stays on when the interface goes down (nothing turns it off), so putting 1 back would
     bring the problem back; and with forwarding off, 2 behaves exactly like 1. The ``/`` form of the key keeps
-    interface names with dots (VLANs such as ``eth0.100``) intact.
+    interface names with dots (VLANs such as ``eth0.100``) intact. ``uplink`` may be shell (``$u``).
     """
     key = f"net/ipv6/conf/{uplink}/accept_ra"
     return f'[ "$(sysctl -n {key} 2>/dev/null)" != 1 ] || sysctl -q -w {key}=2'
@@ -138,29 +180,65 @@ def keep_router_advertisements(uplink: str) -> str:
 
 @lru_cache(maxsize=1024)
 def _forwarding_rules(
-    families: tuple[int, ...], remote: frozenset[int], networks: tuple[str, ...], egress: str | None, uplink: str, mark: int
+    families: tuple[int, ...],
+    subnets: tuple[str, ...],
+    networks: tuple[str, ...],
+    uplink: str | None,
+    egress: str | None,
+    nat: bool,
+    port: int,
+    mark: int,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """:func:`forwarding_rules` from what they depend on, so peers sharing an egress interface share the text.
-    ``egress`` is where NAT applies (None with ``nat: false``); ``uplink`` is the egress interface in any case."""
-    up: list[str] = []
+    """:func:`forwarding_rules` from what they depend on, so peers alike share the text."""
+    resolve = _resolve(uplink, egress, subnets)
+    up: list[str] = [_check(uplink, egress, subnets)]
     down: list[str] = []
     bit = f"{mark:#x}/{mark:#x}"
     for family in families:
         binary = "iptables" if family == 4 else "ip6tables"
         if family == 6:
-            up.append(keep_router_advertisements(uplink))
+            up.append(f"{resolve}; {keep_router_advertisements('$u')}")
         up.append(f"sysctl -q -w net.ipv{family}.{'ip_forward' if family == 4 else 'conf.all.forwarding'}=1")
-        rules = [("filter", "FORWARD", "-i %i -j ACCEPT"), ("filter", "FORWARD", "-o %i -j ACCEPT")]
-        if egress is not None:
-            if family in remote:
-                rules.append(("mangle", "FORWARD", f"-i %i -o {egress} -j MARK --set-xmark {bit}"))
-                rules.append(("nat", "POSTROUTING", f"-o {egress} -m mark --mark {bit} -j MASQUERADE"))
+        ping = "-p icmp --icmp-type echo-request" if family == 4 else "-p ipv6-icmp --icmpv6-type echo-request"
+        chain = {suffix: CHAIN_PREFIX + suffix for _, _, suffix in JUMPS}
+        rules = [
+            f"-A {chain['in']} -i $u -p udp --dport {port} -j ACCEPT",
+            f"-A {chain['in']} -i %i {ping} -j ACCEPT",
+            f"-A {chain['fwd']} -i %i -o %i -j ACCEPT",
+        ]
+        own = [(index, subnet) for index, subnet in enumerate(subnets, 1) if (":" in subnet) == (family == 6)]
+        for _, subnet in own:
+            rules.append(f"-A {chain['fwd']} -i %i -d {subnet} -j ACCEPT")
+            rules.append(f"-A {chain['fwd']} -o %i -s {subnet} -j ACCEPT")
+        rules.append(f"-A {chain['fwd']} -i %i -j DROP")
+        mangle = [f"-A {chain['mangle']} -o %i -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu"]
+        masquerade = []
+        if nat:
             sources = [network for network in networks if (":" in network) == (family == 6)]
-            rules += [("nat", "POSTROUTING", f"-s {source} -o {egress} -j MASQUERADE") for source in sources]
-        for table, chain, match in rules:
-            add, remove = _iptables(binary, table, chain, match)
-            up.append(add)
-            down.append(remove)
+            for index, subnet in own:
+                mangle.append(f"-A {chain['mangle']} -i %i -o $l{index} -d {subnet} -j MARK --set-xmark {bit}")
+                masquerade.append(f"-A {chain['nat']} -o $l{index} -d {subnet} -m mark --mark {bit} -j MASQUERADE")
+                masquerade += [f"-A {chain['nat']} -s {source} -o $l{index} -d {subnet} -j MASQUERADE" for source in sources]
+        payload = [
+            *("*filter", f":{chain['in']} - [0:0]", f":{chain['fwd']} - [0:0]", *rules, "COMMIT"),
+            *("*mangle", f":{chain['mangle']} - [0:0]", *mangle, "COMMIT"),
+            *("*nat", f":{chain['nat']} - [0:0]", *masquerade, "COMMIT"),
+        ]
+        spec = f"-m comment --comment {MARK} -j $3"
+        jump = f"j() {{ {binary} -w 5 -t $1 -C $2 {spec} 2>/dev/null || {binary} -w 5 -t $1 -I $2 1 {spec}; }}"
+        jumps = "; ".join(f"j {table} {builtin} {chain[suffix]}" for table, builtin, suffix in JUMPS)
+        printed = " ".join(f'"{line}"' for line in payload)
+        up.append(f"{resolve}; {jump}; printf '%s\\n' {printed} | {binary}-restore -w 5 --noflush || exit 1; {jumps}")
+        undo = [
+            f"while {binary} -w 5 -t {table} -D {builtin} -m comment --comment {MARK} -j {chain[suffix]} 2>/dev/null; do :; done"
+            for table, builtin, suffix in JUMPS
+        ]
+        undo += [
+            f"{binary} -w 5 -t {table} -F {name} 2>/dev/null; {binary} -w 5 -t {table} -X {name} 2>/dev/null"
+            for table, _, suffix in JUMPS
+            for name in (chain[suffix],)
+        ]
+        down.append("; ".join(undo) + "; true")
     return tuple(up), tuple(down)
 
 

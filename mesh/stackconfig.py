@@ -66,7 +66,7 @@ AWS_FIELDS = frozenset(
     }
 )
 EXTERNAL_FIELDS = frozenset({"ssh_host", "ssh_user", "ssh_port", "source_cidrs", "ssh_host_key"})
-COMMON_FIELDS = frozenset({"kind", "key_version", "ssh_private_key_path"})
+COMMON_FIELDS = frozenset({"kind", "key_version", "ssh_private_key_path", "gone"})
 PROGRAM_PEER_FIELDS = AWS_FIELDS | EXTERNAL_FIELDS | COMMON_FIELDS
 
 # Canonical publishes Ubuntu images from a different account in the AWS China partition.
@@ -76,7 +76,8 @@ CANONICAL_OWNERS = {"aws": CANONICAL_OWNER, "aws-cn": CANONICAL_OWNER_CHINA}
 UBUNTU_NAME_FILTER = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{arch}-server-*"
 DEFAULT_INSTANCE_TYPE = "t3.micro"
 DEFAULT_ROOT_VOLUME_GB = 16
-AWS_EGRESS_INTERFACE = "ens5"  # Nitro instances' first ENA interface
+# Nitro instances' first ENA interface; older (Xen) types call it eth0. Not a default: wgmesh finds it on the host.
+AWS_EGRESS_INTERFACE = "ens5"
 REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+$")
 INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 GRAVITON_FAMILY = re.compile(r"^(a1|[a-z]+\d+[a-z]*g[a-z]*)\.")
@@ -199,6 +200,9 @@ class StackSpec:
     allowed_account_ids: tuple[str, ...] = ()
     aws_plans: Mapping[str, AwsPeerPlan] = field(default_factory=dict)
     aws_credentials: Mapping[str, AwsCredentials] = field(default_factory=dict)  # by region or partition
+    # Peers marked ``gone: true``: their host is gone for good. They are out of the mesh (the others drop them), and
+    # nothing logs in to them: their install resource is kept without commands, so removing it runs none.
+    gone: tuple[str, ...] = ()
 
     def credentials_for(self, region: str) -> AwsCredentials | None:
         """The region's own entry, else its partition's, else None (the ambient credentials)."""
@@ -274,9 +278,16 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
     programs: list[tuple[str, str, Any, int]] = []  # (name, kind, settings, subnet offset)
     mesh_peers: list[Any] = []
     pending: list[str] = []
+    gone: list[str] = []
     if isinstance(raw_peers, list):
         for index, item in enumerate(raw_peers):
             where = f"{path}.peers[{index}]"
+            if isinstance(item, Mapping) and "gone" in item:
+                if not isinstance(item["gone"], bool):
+                    issues.add(f"{where}.gone", f"{item['gone']!r} is not true or false", "use gone: true once the host is gone for good")
+                elif item["gone"]:
+                    gone.append(str(item.get("name")))
+                    continue
             if not isinstance(item, Mapping):
                 mesh_peers.append(item)  # load_mesh reports it
                 programs.append(("", "", None, 0))
@@ -322,6 +333,7 @@ def load_stack(raw: Any, *, path: str = CONFIG_KEY) -> StackSpec:
         allowed_account_ids=account_ids,
         aws_plans=plans,
         aws_credentials=credentials,
+        gone=tuple(gone),
     )
 
 
@@ -621,7 +633,6 @@ def _split_peer(issues: _Issues, where: str, item: Mapping[str, Any]) -> tuple[d
         if "endpoint" in item:
             issues.add(f"{where}.endpoint", "an AWS peer's endpoint is its Elastic IP, created by wgmesh", "remove 'endpoint'")
             peer_raw.pop("endpoint")
-        peer_raw.setdefault("egress_interface", AWS_EGRESS_INTERFACE)
         if vpc is not None:
             extra = peer_raw.get("subnets") or []
             peer_raw["subnets"] = [str(vpc), *(extra if isinstance(extra, list) else [extra])]

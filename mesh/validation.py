@@ -46,6 +46,8 @@ from mesh.model import (
     DEFAULT_KEEPALIVE,
     DEFAULT_LISTEN_PORT,
     DEFAULT_NAT_MARK,
+    DEFAULT_UNDERLAY_MTU,
+    TUNNEL_OVERHEAD,
     Endpoint,
     IPInterface,
     IPNetwork,
@@ -55,7 +57,20 @@ from mesh.model import (
 from mesh.relays import assign_relays
 
 MESH_FIELDS = frozenset(
-    {"network", "interface", "listen_port", "keepalive", "mtu", "peers", "egress_interface", "nat", "nat_mark", "relay_allowed"}
+    {
+        "network",
+        "interface",
+        "listen_port",
+        "keepalive",
+        "mtu",
+        "underlay_mtu",
+        "peers",
+        "egress_interface",
+        "uplink_interface",
+        "nat",
+        "nat_mark",
+        "relay_allowed",
+    }
 )
 # Mark bits nat_mark may not use, by owner: wg-quick marks its own encrypted packets with fwmark 51820 (0xca6c) and
 # matches that value exactly; kube-proxy uses 0x4000 to request masquerading and 0x8000 to drop.
@@ -74,6 +89,7 @@ PEER_FIELDS = frozenset(
         "keepalive",
         "mtu",
         "egress_interface",
+        "uplink_interface",
         "nat",
         "post_up",
         "post_down",
@@ -343,18 +359,30 @@ def load_mesh(
 
 def _peer_defaults(collector: _Collector, path: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     """Mesh-wide defaults for peer fields, checked here so that a bad default is reported once, at its own path."""
+    underlay = collector.check(
+        f"{path}.underlay_mtu",
+        _parse_int(MIN_MTU + TUNNEL_OVERHEAD, 65535, "an underlay MTU"),
+        raw.get("underlay_mtu", DEFAULT_UNDERLAY_MTU),
+        "the MTU of the path between the hosts: 1500 across the Internet (the default), more only on a network you own",
+    )
+    # The tunnel MTU every peer gets unless it sets its own: explicit, else what the underlay leaves (see model).
     mtu = raw.get("mtu")
     if mtu is not None:
         mtu = collector.check(
-            f"{path}.mtu", _parse_int(MIN_MTU, MAX_MTU, "an MTU"), mtu, "use e.g. 1420, or leave it out for wg-quick's default"
+            f"{path}.mtu", _parse_int(MIN_MTU, MAX_MTU, "an MTU"), mtu, "use e.g. 1420, or leave it out for underlay_mtu - 80"
         )
-    egress = raw.get("egress_interface", DEFAULT_EGRESS_INTERFACE)
-    if not isinstance(egress, str) or not INTERFACE_NAME.match(egress):
-        collector.add(f"{path}.egress_interface", f"{egress!r} is not an interface name", "name the hosts' uplink, e.g. 'ens5' or 'eth0'")
-        egress = DEFAULT_EGRESS_INTERFACE
+    if mtu is None:
+        mtu = (underlay or DEFAULT_UNDERLAY_MTU) - TUNNEL_OVERHEAD
+    interfaces = {}
+    for key, hint in (("egress_interface", "the interface of the hosts' subnets"), ("uplink_interface", "the hosts' uplink")):
+        value = raw.get(key, DEFAULT_EGRESS_INTERFACE)
+        if value is not None and (not isinstance(value, str) or not INTERFACE_NAME.match(value)):
+            collector.add(f"{path}.{key}", f"{value!r} is not an interface name", f"name {hint} (e.g. 'ens5'), or leave it out to find it")
+            value = None
+        interfaces[key] = value
     nat = collector.check(f"{path}.nat", _parse_bool, raw.get("nat", True), "use true or false")
     relay_allowed = collector.check(f"{path}.relay_allowed", _parse_bool, raw.get("relay_allowed", True), "use true or false")
-    return {"mtu": mtu, "egress_interface": egress, "nat": True if nat is None else nat, "relay_allowed": relay_allowed is not False}
+    return {"mtu": mtu, **interfaces, "nat": True if nat is None else nat, "relay_allowed": relay_allowed is not False}
 
 
 def _networks(collector: _Collector, path: str, value: Any) -> list[IPNetwork]:
@@ -432,12 +460,13 @@ def _peer_draft(
     if table is not None and (not isinstance(table, str | int) or isinstance(table, bool) or not _is_config_value(str(table))):
         collector.add(f"{path}.table", f"{table!r} is not a routing table", "use 'off', 'auto' or a table number/name")
         table = None
-    egress = raw.get("egress_interface", defaults["egress_interface"])
-    if not isinstance(egress, str) or not INTERFACE_NAME.match(egress):
-        collector.add(
-            f"{path}.egress_interface", f"{egress!r} is not an interface name", "name the host's uplink, e.g. 'ens5' on EC2 or 'eth0'"
-        )
-        egress = defaults["egress_interface"]
+    interfaces = {}
+    for key, hint in (("egress_interface", "the interface of the host's subnets"), ("uplink_interface", "the host's uplink")):
+        value = raw.get(key, defaults[key])
+        if value is not None and (not isinstance(value, str) or not INTERFACE_NAME.match(value)):
+            collector.add(f"{path}.{key}", f"{value!r} is not an interface name", f"name {hint} (e.g. 'ens5'), or leave it out to find it")
+            value = defaults[key]
+        interfaces[key] = value
     draft: dict[str, Any] = {
         "name": name,
         "endpoint": endpoint,
@@ -461,10 +490,8 @@ def _peer_draft(
         ),
         "mtu": None
         if mtu is None
-        else collector.check(
-            f"{path}.mtu", _parse_int(MIN_MTU, MAX_MTU, "an MTU"), mtu, "use e.g. 1420, or leave it out for wg-quick's default"
-        ),
-        "egress_interface": egress,
+        else collector.check(f"{path}.mtu", _parse_int(MIN_MTU, MAX_MTU, "an MTU"), mtu, "use e.g. 1420, or leave it out for the mesh's"),
+        **interfaces,
         "nat": bool(collector.check(f"{path}.nat", _parse_bool, raw.get("nat", defaults["nat"]), "use true or false")),
         "post_up": _string_list(collector, f"{path}.post_up", raw.get("post_up")),
         "post_down": _string_list(collector, f"{path}.post_down", raw.get("post_down")),

@@ -37,6 +37,12 @@ NOT_RUN: dict[str, str] = {
     ".venv/bin/python bench/render.py": "a benchmark (minutes; needs wg-meshconf from the bench extra)",
     ".venv/bin/python bench/program.py": "a benchmark (minutes)",
     "sudo .venv/bin/python bench/lab.py": "a benchmark on the lab (minutes, builds labs of up to 31 hosts)",
+    "sudo .venv/bin/python bench/throughput.py": "a benchmark on the lab (minutes, two labs of five hosts)",
+    "wg-quick down wg0": "run by hand on a host of your fleet; tests/test_harsh.py proves the uninstall that does it",
+    "systemctl disable --now wg-quick@wg0": "run by hand on a systemd host of your fleet (the lab's hosts have no systemd)",
+    "rm -f /etc/wireguard/wg0.conf": "run by hand on a host of your fleet",
+    "iptables -t filter -D INPUT -m comment --comment wgmesh -j wgmesh-wg0-in": "run by hand on a host; PostDown does it",
+    "iptables -t filter -F wgmesh-wg0-in && iptables -t filter -X wgmesh-wg0-in": "run by hand on a host; PostDown does it",
     "pulumi stack init zhy": CLOUD,
     "pulumi package add https://github.com/OWNER/wgmesh@v0.1.0/provider": "a published tag of this repository and a"
     " language host that the Go module proxy does not serve (tests/test_yaml_example.py runs the package from YAML)",

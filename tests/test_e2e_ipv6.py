@@ -115,15 +115,15 @@ def test_dual_stack_mesh_answers_ping6_over_the_tunnel_and_lan_to_lan(lab: Lab, 
 
 
 def ip6_nat_rules(lab: Lab, host: str) -> list[str]:
-    """wgmesh's rules in the host's ip6tables nat POSTROUTING chain, as ``ip6tables -S`` prints them."""
-    listed = in_lab(lab, host, ["ip6tables", "-w", "5", "-t", "nat", "-S", "POSTROUTING"])
+    """The rules of wgmesh's ip6tables nat chain on the host, as ``ip6tables -S`` prints them."""
+    listed = in_lab(lab, host, ["ip6tables", "-w", "5", "-t", "nat", "-S", "wgmesh-wg0-nat"])
     assert listed.returncode == 0, listed.stderr
-    return [line for line in listed.stdout.splitlines() if line.startswith("-A ") and "wgmesh" in line]
+    return [line for line in listed.stdout.splitlines() if line.startswith("-A ")]
 
 
 def mark_masquerade_packets(lab: Lab, host: str) -> int:
     """Packets the mark-matching MASQUERADE rule (traffic forwarded from the tunnel) has NATed on ``host``."""
-    listed = in_lab(lab, host, ["ip6tables", "-w", "5", "-t", "nat", "-L", "POSTROUTING", "-v", "-x", "-n"])
+    listed = in_lab(lab, host, ["ip6tables", "-w", "5", "-t", "nat", "-L", "wgmesh-wg0-nat", "-v", "-x", "-n"])
     rows = [line.split() for line in listed.stdout.splitlines() if "MASQUERADE" in line and "mark match" in line]
     assert len(rows) == 1, listed.stdout
     return int(rows[0][0])
@@ -217,7 +217,7 @@ def test_ipv6_endpoints_carry_the_mesh(lab: Lab, stack: LabStack) -> None:
 def test_a_peer_behind_ipv4_nat_carries_ipv6_inside_its_tunnels(lab: Lab, stack: LabStack) -> None:
     nat = lab.host(NAT_HOST)
     assert nat.public_address6 is None and nat.endpoint is None
-    no_v6_underlay = in_lab(lab, NAT_HOST, ["ip", "-6", "route", "show", "dev", topology.PUBLIC_IF]).stdout
+    no_v6_underlay = in_lab(lab, NAT_HOST, ["ip", "-6", "route", "show", "dev", nat.uplink]).stdout
     assert "default" not in no_v6_underlay and "2001:db8" not in no_v6_underlay
     deployed(stack, stack.config((*NAMES, NAT_HOST)))
     assert_whole(lab, (*NAMES, NAT_HOST))

@@ -318,7 +318,10 @@ def test_changing_one_peers_subnets_changes_only_the_configs_that_must_change(zh
     changed["wgmesh:mesh"]["peers"][2]["subnets"] = ["192.168.30.0/24", "10.7.2.0/24"]
     after = run_program(changed)
     before_digests, after_digests = zhy.exports["config_digests"], after.exports["config_digests"]
-    assert after_digests["pub"] == before_digests["pub"]  # its own file does not list its own subnets
+    # Its own file names its own subnets in its firewall hooks only (what it forwards and NATs): nothing else moved.
+    assert after_digests["pub"] != before_digests["pub"]
+    old_pub, new_pub = zhy.exports["configs"]["pub"].splitlines(), after.exports["configs"]["pub"].splitlines()
+    assert [line for line in old_pub if not line.startswith("PostUp = ")] == [line for line in new_pub if not line.startswith("PostUp = ")]
     assert after_digests["zhy"] != before_digests["zhy"] and after_digests["bjs"] != before_digests["bjs"]
     for name in ("zhy", "bjs"):
         old = [line for line in zhy.exports["configs"][name].splitlines() if "10.7.1.0/24" not in line]
@@ -718,3 +721,17 @@ def test_declared_project_config_has_defaults_and_the_program_runs_with_them() -
     commands = _commands(run)
     assert "wgmesh-test-key-not-real" in commands["zhy-install"]["connection"]["privateKey"]
     assert {name for name in commands if name.endswith("-verify")} == {"zhy-verify", "bjs-verify", "pub-verify"}
+
+
+def test_a_gone_peer_keeps_an_install_with_no_command_and_the_others_drop_it() -> None:
+    """``gone: true``: the host is gone for good. Its install resource stays, with neither create nor delete, so
+    updating it and then deleting it never logs in; its verify is no longer declared; no config lists it."""
+    gone = copy.deepcopy(ZHY)
+    gone["wgmesh:mesh"]["peers"][2]["gone"] = True
+    run = run_program(gone)
+    commands = {resource.name: resource.plain for resource in run.mocks.of_type("command:remote:Command")}
+    assert sorted(commands) == ["bjs-install", "bjs-verify", "pub-install", "zhy-install", "zhy-verify"]
+    assert commands["pub-install"].get("create") is None and commands["pub-install"].get("delete") is None
+    assert commands["pub-install"].get("stdin") is None
+    assert sorted(run.exports["configs"]) == ["bjs", "zhy"]
+    assert all("# Name = pub" not in text for text in run.exports["configs"].values())

@@ -8,6 +8,7 @@ deployed mesh's pairs) cannot pass unnoticed. Rendering is checked on IPv4 and I
 
 from __future__ import annotations
 
+import re
 from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
@@ -203,10 +204,11 @@ def test_a_nat_peer_routes_the_other_through_its_relay_which_forwards_without_na
     family = ip_network(network).version
     assert f"sysctl -q -w net.ipv{family}.{'ip_forward' if family == 4 else 'conf.all.forwarding'}=1" in up
     binary = "iptables" if family == 4 else "ip6tables"
-    assert any(command.startswith(f"{binary} -C FORWARD -i %i -j ACCEPT ") for command in up), "forwarding out of %i again"
-    # wg0 -> wg0 is never NATed: every NAT rule is bound to leaving by the egress interface.
-    nat_rules = [command for command in up if "MASQUERADE" in command or "MARK" in command]
-    assert nat_rules and all(f"-o {mesh.peer(relay).egress_interface} " in command for command in nat_rules)
+    (restore,) = [command for command in up if f"| {binary}-restore " in command]
+    assert '"-A wgmesh-%i-fwd -i %i -o %i -j ACCEPT"' in restore, "forwarding out of %i again"
+    # wg0 -> wg0 is never NATed: every NAT rule is bound to leaving by the interface of an own subnet.
+    nat_rules = re.findall(r'"(-A wgmesh-%i-(?:nat|mangle) [^"]*(?:MASQUERADE|MARK)[^"]*)"', restore)
+    assert nat_rules and all(" -o $l" in rule for rule in nat_rules)
 
 
 # ------------------------------------------------------------------------------------- where the mesh is shown

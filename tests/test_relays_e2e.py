@@ -12,7 +12,7 @@ verify commands run over SSH on the lab hosts), then checked from inside the nam
   WireGuard counters for both (and nowhere else: h4 has no ``[Peer]`` for h5 at all);
 * IPv6 rides the relay inside IPv4 tunnels: every pair (the relayed one included) answers ``ping -6`` over the
   tunnel and LAN to LAN, every verification lists both tunnel addresses of every other peer as answered, and
-  h4 -> h5 ``ping -6`` shows up in the relay's WireGuard counters and in its ip6tables ``FORWARD -i wg0`` rule;
+  h4 -> h5 ``ping -6`` shows up in the relay's WireGuard counters and in its ip6tables ``-i wg0 -o wg0`` rule;
 * a pinned relay (``relay:`` on h4) is the one carrying the pair;
 * removing the relay in a deploy moves the pair to another public host (the one rendezvous hashing picks), with
   ``ping -i 0.05`` running h4 -> h5 over the tunnel and LAN to LAN; the loss is printed (it is a figure, see
@@ -91,10 +91,11 @@ def ping_h5_from_h4(lab: Lab, count: int, size: int, family: int = 4) -> None:
 
 
 def forwarded_ipv6_packets(lab: Lab, relay: str) -> int:
-    """Packets the relay's ip6tables ``FORWARD -i wg0 -j ACCEPT`` rule (wgmesh's) has let through: IPv6 it forwarded."""
-    listed = in_lab(lab, relay, ["ip6tables", "-w", "5", "-L", "FORWARD", "-v", "-x", "-n"])
+    """Packets the relay's ip6tables ``-i wg0 -o wg0 -j ACCEPT`` rule (in wgmesh's forward chain) has let through:
+    IPv6 it relayed from one peer to another."""
+    listed = in_lab(lab, relay, ["ip6tables", "-w", "5", "-L", "wgmesh-wg0-fwd", "-v", "-x", "-n"])
     assert listed.returncode == 0, listed.stderr
-    rows = [line.split() for line in listed.stdout.splitlines() if "wgmesh" in line and line.split()[5:7] == ["wg0", "*"]]
+    rows = [line.split() for line in listed.stdout.splitlines() if "ACCEPT" in line and line.split()[5:7] == ["wg0", "wg0"]]
     assert len(rows) == 1, listed.stdout
     return int(rows[0][0])
 
@@ -135,7 +136,7 @@ def test_ipv6_rides_the_relay_inside_ipv4_tunnels(lab: Lab, stack: LabStack) -> 
     relay = relay_of(result)
     hosts = lab.hosts()
     for name in NAT:
-        underlay = in_lab(lab, name, ["ip", "-6", "route", "show", "dev", topology.PUBLIC_IF]).stdout
+        underlay = in_lab(lab, name, ["ip", "-6", "route", "show", "dev", hosts[name].uplink]).stdout
         assert "default" not in underlay and "2001:db8" not in underlay, (name, underlay)
     assert_every_pair_answers(lab, HOSTS, family=6)
 

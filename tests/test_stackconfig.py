@@ -59,7 +59,8 @@ def test_defaults_per_kind_and_partition() -> None:
     assert pub.external is not None and pub.external.ssh_host == "198.51.100.30" and pub.external.ssh_user == "root"
     mesh = spec.mesh
     assert [str(s) for s in mesh.peer("zhy").subnets] == ["192.168.10.0/24"]  # the VPC is routed
-    assert mesh.peer("zhy").egress_interface == "ens5" and mesh.peer("pub").egress_interface == "eth0"
+    # No default interface for AWS peers either (ens5 on Nitro, eth0 on Xen): each host's is found on it.
+    assert mesh.peer("zhy").egress_interface is None and mesh.peer("pub").egress_interface is None
     assert mesh.peer("zhy").endpoint_pending and mesh.peer("zhy").endpoint is None
 
 
@@ -343,3 +344,12 @@ def test_a_stack_mixing_partitions_needs_credentials_per_partition() -> None:
 )
 def test_aws_credentials_name_profiles_and_roles_never_keys(credentials: dict[str, Any], path: str, expected: str) -> None:
     assert expected in problems(stack(aws_credentials=credentials))[path]
+
+
+def test_a_gone_peer_is_out_of_the_mesh_and_listed_apart() -> None:
+    raw = stack()
+    raw["peers"][2]["gone"] = True
+    spec = load_stack(raw)
+    assert spec.gone == ("pub",) and "pub" not in spec.mesh.names and [peer.name for peer in spec.peers] == ["zhy", "fra"]
+    raw["peers"][2]["gone"] = "yes"
+    assert "gone" in " ".join(problems(raw))
