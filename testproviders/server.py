@@ -40,6 +40,8 @@ from testproviders import process
 
 # What the engine sends in place of a value not known yet (during a preview), in any position of a property value.
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+# How long calls under way may run on once the engine that started this plugin is gone (killed).
+ORPHAN_GRACE_SECONDS = 300
 # How long the server waits for calls under way when it is asked to stop.
 GRACE_SECONDS = 5.0
 
@@ -355,10 +357,16 @@ def main(name: str, version: str, resources: Callable[[], Iterable[Resource]], a
         signal.signal(signum, stop)
     sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
-    # The engine closes our stdin... not always: wait for a signal, polling so signals are handled promptly.
+    # The engine closes our stdin... not always: wait for a signal, polling so signals are handled promptly. An engine
+    # that was killed (SIGKILL: an interrupted `pulumi up`) sends none: when the parent is gone, let the calls under
+    # way finish (a command already sent runs to its end, as it would on a real host), then exit, leaving nothing.
+    parent = os.getppid()
+    orphaned = False
     while not stopped.wait(1.0):
-        pass
-    server.stop(GRACE_SECONDS).wait(GRACE_SECONDS)
+        if os.getppid() != parent:
+            orphaned = True
+            break
+    server.stop(ORPHAN_GRACE_SECONDS if orphaned else GRACE_SECONDS).wait(ORPHAN_GRACE_SECONDS if orphaned else GRACE_SECONDS)
     remove_temp_dirs()
     # Calls still running (a command over SSH) hold non-daemon threads: do not wait for them.
     os._exit(0)

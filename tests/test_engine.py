@@ -235,6 +235,24 @@ def test_an_up_killed_during_the_installs_is_followed_by_one_that_converges(lab:
     assert all(check["ok"] for check in converged.verification.values())
     tunnels = all_pairs(lab, tunnel_pairs(lab, NAMES), timeout=20)
     assert all(tunnels.values()), tunnels
+    # The killed engine's provider plugins finish what they were running and go: nothing is left behind.
+    deadline = time.monotonic() + 60
+    while _orphaned_plugins() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _orphaned_plugins() == [], "provider plugins of the killed engine are still running"
+
+
+def _orphaned_plugins() -> list[int]:
+    """PIDs of provider plugin processes whose engine is gone (re-parented to init)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                command_line = (entry / "cmdline").read_bytes()
+                if ppid == 1 and (b"pulumi-resource-" in command_line or b"testproviders." in command_line):
+                    found.append(int(entry.name))
+    return found
 
 
 def test_destroy_removes_everything(lab: Lab, stack: LabStack) -> None:
