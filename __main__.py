@@ -1,5 +1,5 @@
-"""``pulumi up`` entry point: the wgmesh program (:func:`components.program.program`) for this stack."""
+"""``pulumi up`` entry point: the wgmesh program (:func:`wgmesh.components.program.program`) for this stack."""
 
-from components.program import program
+from wgmesh.components.program import program
 
 program()

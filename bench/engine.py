@@ -1,7 +1,7 @@
 """The real Pulumi engine on the lab (root): ``pulumi up`` from empty, a one-peer change and a key rotation.
 
 For each size N (default 3, 10 and 30 peers) a lab of N hosts is built, then through the engine
-(:class:`lab.deploy.LabStack`, the Automation API; which CLI and providers ran is printed):
+(:class:`wgmesh.lab.deploy.LabStack`, the Automation API; which CLI and providers ran is printed):
 
 * ``up`` from an empty stack (every host installed and verified): seconds, resources created, resources/s;
 * ``up --expect-no-changes`` right after (the cost of a no-op run);
@@ -29,8 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.lab import lab_missing
-from lab import Lab
-from lab.deploy import LabStack, UpResult
+from wgmesh.lab import Lab
+from wgmesh.lab.deploy import LabStack, UpResult
 
 # The stand-in's connect time (a deploy of N peers from empty, verified) and add-a-peer time, from bench/lab.py's
 # last run on it (docs/performance.md, "The lab").

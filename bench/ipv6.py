@@ -1,6 +1,6 @@
 """IPv6 vs IPv4 through the tunnel on the same pair (root, local lab): iperf3 TCP throughput and ping RTT h1 -> h2.
 
-A three-host ``--dual-stack`` lab; the real program (:class:`lab.deploy.LabStack`) deploys the lab's dual-stack
+A three-host ``--dual-stack`` lab; the real program (:class:`wgmesh.lab.deploy.LabStack`) deploys the lab's dual-stack
 stack file (tunnel networks 10.255.0.0/24 + fd00:255::/64), then h1 -> h2 is measured:
 
 * underlay (no WireGuard, for reference): h2's public IPv4 vs its public IPv6 address;
@@ -27,8 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.lab import iperf3_bps, lab_bench_parser, lab_missing, mbps, ms, rtt_ms
-from lab import Lab
-from lab.deploy import LabStack
+from wgmesh.lab import Lab
+from wgmesh.lab.deploy import LabStack
 
 NAMES = ("h1", "h2", "h3")
 

@@ -2,7 +2,7 @@
 
 For each size N (default 3, 10 and 30 peers) a lab of N+1 hosts is built, then:
 
-* connect time: one ``pulumi up`` (the real program through the real engine, :class:`lab.deploy.LabStack`)
+* connect time: one ``pulumi up`` (the real program through the real engine, :class:`wgmesh.lab.deploy.LabStack`)
   of the first N hosts, from its start until every peer's verify command has seen a handshake with and a ping
   answer from every other peer; then every ordered pair is pinged again from inside the namespaces (tunnel
   addresses), which must all answer. Goal: 30 peers connected in under 60 s.
@@ -33,9 +33,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab import Lab, LabError, check_prerequisites
-from lab.core import which
-from lab.deploy import LabStack, Pinger, all_pairs, in_lab, tunnel_pairs
+from wgmesh.lab import Lab, LabError, check_prerequisites
+from wgmesh.lab.core import which
+from wgmesh.lab.deploy import LabStack, Pinger, all_pairs, in_lab, tunnel_pairs
 
 GOAL_CONNECT_SECONDS = 60.0
 GOAL_CONNECT_PEERS = 30

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pulumi.runtime import rpc
 
-from mesh.stackconfig import load_stack
 from tests.program_harness import run_program, synthetic_stack
+from wgmesh.mesh.stackconfig import load_stack
 
 GOAL_SECONDS_AT_100 = 5.0
 
@@ -63,7 +63,7 @@ def measure(peers: int, repeat: int) -> tuple[float, float, int, int]:
 
 def quota_figures() -> None:
     """The largest route table and security-group figures at 100 AWS peers (50 per region) and 10 externals, planned
-    by mesh.awsplan with and without route_summaries (without, the mesh is refused: planned with the limit lifted)."""
+    by wgmesh.mesh.awsplan with and without route_summaries (without, the mesh is refused: planned with the limit lifted)."""
     for summaries in (True, False):
         raw = synthetic_stack(110, external_every=11, regions=("cn-northwest-1", "cn-north-1"), summaries=summaries)
         raw["wgmesh:mesh"]["aws_quotas"]["routes_per_table"] = 1000

@@ -1,7 +1,7 @@
 """Relays on the local lab (root): what a relayed pair costs, what the relay spends, what replacing it loses.
 
 A dual-stack lab of five hosts: h1-h3 public, h4 and h5 behind IPv4-only NAT routers of their own. The real program
-deploys the mesh (:class:`lab.deploy.LabStack`), which relays h4 <-> h5 through the public host rendezvous hashing
+deploys the mesh (:class:`wgmesh.lab.deploy.LabStack`), which relays h4 <-> h5 through the public host rendezvous hashing
 picks. Then:
 
 * throughput (iperf3 TCP) and RTT (mean of 40 pings) of a direct public pair (the two public hosts that are not
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.ipv6 import compare
 from bench.lab import iperf3_bps, lab_bench_parser, lab_missing, mbps, ms, rtt_ms
-from lab import Lab
-from lab.deploy import LabStack, Pinger, wg_show, wireguard_pids
+from wgmesh.lab import Lab
+from wgmesh.lab.deploy import LabStack, Pinger, wg_show, wireguard_pids
 
 HOSTS = ("h1", "h2", "h3", "h4", "h5")
 PUBLIC = ("h1", "h2", "h3")

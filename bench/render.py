@@ -36,10 +36,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mesh import load_mesh, render_all
-from mesh import render as render_module
-from mesh.keys import private_key_from_seed, public_key
-from mesh.render import MeshKeys
+from wgmesh.mesh import load_mesh, render_all
+from wgmesh.mesh import render as render_module
+from wgmesh.mesh.keys import private_key_from_seed, public_key
+from wgmesh.mesh.render import MeshKeys
 
 
 def peer_name(index: int) -> str:

@@ -4,7 +4,7 @@
    whatever happens (it holds private keys; ``--out DIR`` keeps the files): works anywhere, no root.
 2. As root with the lab's tools: build a three-host network-namespace lab (the last host behind NAT, with no
    public endpoint), deploy the Pulumi program onto it with the real Pulumi engine (``pulumi up --stack lab``
-   through the Automation API, :mod:`lab.engine`): the program's own ``remote.Command`` installs and
+   through the Automation API, :mod:`wgmesh.lab.engine`): the program's own ``remote.Command`` installs and
    verifications run over SSH; print Pulumi's summary, every peer's verification and a LAN-to-LAN ping across
    the mesh; take the lab down again (``--keep`` leaves it up for ``wgmesh lab exec``).
 
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.main import invocation
-from mesh.cli import EXIT_INVALID, EXIT_OK, UserError
-from mesh.commands import check, render
+from wgmesh.cli.main import invocation
+from wgmesh.mesh.cli import EXIT_INVALID, EXIT_OK, UserError
+from wgmesh.mesh.commands import check, render
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = Path("examples") / "mesh.yaml"
@@ -110,8 +110,8 @@ def _demo(args: argparse.Namespace, example: Path, out: Path) -> int:
 
 def _lab_unavailable() -> str | None:
     """Why the lab part cannot run here (not root, not Linux, a tool missing), or None."""
-    from lab import LabError, check_prerequisites
-    from lab.core import which
+    from wgmesh.lab import LabError, check_prerequisites
+    from wgmesh.lab.core import which
 
     try:
         check_prerequisites()
@@ -120,7 +120,7 @@ def _lab_unavailable() -> str | None:
     missing = [tool for tool in ("ssh", "ping") if which(tool) is None]
     if missing:
         return f"the lab demo needs {', '.join(missing)}: apt-get install openssh-client iputils-ping"
-    from lab.engine import EngineMissing, find_cli
+    from wgmesh.lab.engine import EngineMissing, find_cli
 
     try:
         find_cli()
@@ -131,8 +131,8 @@ def _lab_unavailable() -> str | None:
 
 def _lab_demo(args: argparse.Namespace) -> int:
     # Imported here: the lab and the program harness load pulumi, which the rest of the CLI never needs.
-    from lab import Lab, LabError
-    from lab.deploy import LabStack, in_lab
+    from wgmesh.lab import Lab, LabError
+    from wgmesh.lab.deploy import LabStack, in_lab
 
     lab = Lab(args.state)
     nat = not args.no_nat

@@ -4,7 +4,7 @@ The lab (package :mod:`lab`, not part of the pure core) makes N "cloud servers" 
 machine, each with sshd, a LAN behind it and optionally one behind NAT, and writes ``<state>/Pulumi.lab.yaml``, the
 stack config that describes them as external peers (never into the repository root). ``lab down`` removes what
 ``up`` made: namespaces, processes, links, mounts, and the files (stack file, key, the deploy's state). ``lab deploy``
-(or ``lab up --deploy``) runs ``pulumi up --stack lab`` with the real Pulumi engine (:mod:`lab.engine`) and prints
+(or ``lab up --deploy``) runs ``pulumi up --stack lab`` with the real Pulumi engine (:mod:`wgmesh.lab.engine`) and prints
 Pulumi's own summary; ``--destroy`` runs ``pulumi destroy``. This module only parses the
 command line and prints; every failure the user can fix (not root, a tool missing, a lab already up) is a plain
 ``error:`` line and exit code 1.
@@ -16,9 +16,9 @@ import argparse
 import time
 from pathlib import Path
 
-from cli.main import invocation
-from lab.core import HANDSHAKE_TIMEOUT
-from mesh.cli import EXIT_INVALID, EXIT_OK, UserError
+from wgmesh.cli.main import invocation
+from wgmesh.lab.core import HANDSHAKE_TIMEOUT
+from wgmesh.mesh.cli import EXIT_INVALID, EXIT_OK, UserError
 
 EPILOG = (
     "Needs root on Linux and: iproute2, util-linux (nsenter, unshare), openssh-server, openssh-client, iptables, "
@@ -128,17 +128,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reboot.set_defaults(func=run_reboot)
 
 
-def _lab(args: argparse.Namespace):  # -> lab.Lab
-    from lab import Lab
+def _lab(args: argparse.Namespace):  # -> wgmesh.lab.Lab
+    from wgmesh.lab import Lab
 
     return Lab(args.state)
 
 
 def _user_errors(fn):
-    """Turn :class:`lab.LabError` into :class:`UserError`, which the CLI prints as one ``error:`` line (exit 1)."""
+    """Turn :class:`wgmesh.lab.LabError` into :class:`UserError`, which the CLI prints as one ``error:`` line (exit 1)."""
 
     def wrapper(args: argparse.Namespace) -> int:
-        from lab import LabError
+        from wgmesh.lab import LabError
 
         try:
             return fn(args)
@@ -180,9 +180,9 @@ def run_deploy(args: argparse.Namespace) -> int:
     return _deploy(lab, peers, destroy=args.destroy)
 
 
-def _deploy(lab, peers: list[str] | None, *, destroy: bool) -> int:  # lab: lab.Lab
-    from lab.deploy import LabStack
-    from lab.engine import EngineMissing
+def _deploy(lab, peers: list[str] | None, *, destroy: bool) -> int:  # lab: wgmesh.lab.Lab
+    from wgmesh.lab.deploy import LabStack
+    from wgmesh.lab.engine import EngineMissing
 
     try:
         stack = LabStack(lab)

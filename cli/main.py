@@ -1,6 +1,6 @@
 """``wgmesh``: the console script (``[project.scripts]`` in pyproject.toml) with every command.
 
-The offline commands and the error handling are :mod:`mesh.cli`'s; this module only adds the lab's commands.
+The offline commands and the error handling are :mod:`wgmesh.mesh.cli`'s; this module only adds the lab's commands.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mesh import cli as core_cli
+from wgmesh.mesh import cli as core_cli
 
-LAB_COMMANDS = ("cli.lab", "cli.demo")
+LAB_COMMANDS = ("wgmesh.cli.lab", "wgmesh.cli.demo")
 
 
 def invocation() -> str:

@@ -6,10 +6,10 @@ Underneath, ``WireGuardPeer`` is one mesh member (an AWS host wgmesh creates, or
 :func:`deploy_stack` is this repository's own program's use of ``Mesh``.
 """
 
-from components.mesh_api import Mesh
-from components.mesh_component import MeshArgs, MeshComponent
-from components.peer import AwsHostArgs, ExternalHostArgs, WireGuardPeer, WireGuardPeerArgs
-from components.stack import DeployedMesh, deploy_stack
+from wgmesh.components.mesh_api import Mesh
+from wgmesh.components.mesh_component import MeshArgs, MeshComponent
+from wgmesh.components.peer import AwsHostArgs, ExternalHostArgs, WireGuardPeer, WireGuardPeerArgs
+from wgmesh.components.stack import DeployedMesh, deploy_stack
 
 __all__ = [
     "AwsHostArgs",

@@ -1,8 +1,8 @@
-"""WireGuard key material held in Pulumi state as secrets only, turned into keys by the pure ``mesh.keys`` module.
+"""WireGuard key material held in Pulumi state as secrets only, turned into keys by the pure ``wgmesh.mesh.keys`` module.
 
 Keys are not generated in the program (they would change on every run): a ``random.RandomPassword`` keeps 64
 random characters in the stack's state, as a secret output, and the X25519 key pair (or the mesh secret) is
-derived from them (:func:`mesh.keys.seed_from_text`). Not ``RandomBytes``: pulumi-random makes a
+derived from them (:func:`wgmesh.mesh.keys.seed_from_text`). Not ``RandomBytes``: pulumi-random makes a
 ``RandomBytes``' base64 value its resource ID, and Pulumi never encrypts IDs, so its bytes would sit in the state
 in clear; a ``RandomPassword``'s ID is the constant ``none``. Its ``keepers`` carry a ``key_version``: bumping
 it replaces the text, which is how keys are rotated on purpose.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_random as random
 
-from mesh.keys import private_key_from_seed, public_key, seed_from_text
+from wgmesh.mesh.keys import private_key_from_seed, public_key, seed_from_text
 
 SEED_LENGTH = 64  # characters of [A-Za-z0-9]: 381 bits, more than the 256 a key needs
 

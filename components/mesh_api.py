@@ -1,9 +1,9 @@
 """``Mesh``: the whole mesh from one description, the way to build a wgmesh mesh (``wgmesh:index:Mesh``).
 
 The description is the stack config's ``wgmesh:mesh`` (the same snake_case fields, validated by the same
-:func:`mesh.stackconfig.load_stack`, every problem at once): the peers, AWS (created here) or external (reached over
+:func:`wgmesh.mesh.stackconfig.load_stack`, every problem at once): the peers, AWS (created here) or external (reached over
 SSH), and the mesh settings. Everything else is derived from it: each AWS peer's routes (every other peer's subnets
-and the tunnel networks, summarized and planned by :mod:`mesh.awsplan`), security-group plan, egress interface
+and the tunnel networks, summarized and planned by :mod:`wgmesh.mesh.awsplan`), security-group plan, egress interface
 (``ens5`` on EC2), default tags, endpoints. Values that can come from other resources may be Pulumi Inputs
 (:data:`INPUT_FIELDS`): an external host's ``ssh_host``, ``endpoint`` (its host; the port is its ``listen_port``)
 and ``ssh_host_key``, an AWS peer's ``ssh_public_key``, ``key_name`` and ``ami_id``; so may the SSH private keys.
@@ -31,11 +31,11 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.mesh_component import MESH_TYPE, MeshArgs, MeshBuilder, _check_args
-from components.peer import AwsHostArgs, ExternalHostArgs, WireGuardPeer, WireGuardPeerArgs
-from mesh.awsplan import mesh_routes
-from mesh.errors import ConfigIssue, MeshConfigError
-from mesh.stackconfig import PeerSpec, StackSpec, load_stack, partition_of
+from wgmesh.components.mesh_component import MESH_TYPE, MeshArgs, MeshBuilder, _check_args
+from wgmesh.components.peer import AwsHostArgs, ExternalHostArgs, WireGuardPeer, WireGuardPeerArgs
+from wgmesh.mesh.awsplan import mesh_routes
+from wgmesh.mesh.errors import ConfigIssue, MeshConfigError
+from wgmesh.mesh.stackconfig import PeerSpec, StackSpec, load_stack, partition_of
 
 # Fields of a peer that may be a Pulumi Input, by kind, with the stand-in validation sees until the value is known.
 INPUT_FIELDS: dict[str, dict[str, Any]] = {
@@ -105,7 +105,7 @@ class Mesh(MeshBuilder, pulumi.ComponentResource):
     """A WireGuard full mesh (``wgmesh:index:Mesh``) of AWS peers it creates and external hosts it reaches over SSH,
     from one description.
 
-    Attributes: ``spec`` (the validated :class:`~mesh.stackconfig.StackSpec`), ``peers`` (``WireGuardPeer`` by peer
+    Attributes: ``spec`` (the validated :class:`~wgmesh.mesh.stackconfig.StackSpec`), ``peers`` (``WireGuardPeer`` by peer
     name), ``providers`` (the AWS provider of each region), ``public_keys``, ``endpoints`` (``host:port`` of each peer
     that has one), ``tunnel_addresses``, ``config_digests``, ``verification``, ``relays`` and ``configs`` (a secret).
     """

@@ -30,13 +30,13 @@ from typing import Any
 import pulumi
 import pulumi_command as command
 
-from components.keys import random_seed, seed_bytes
-from components.peer import WireGuardPeer
-from hostside.install import install_script, uninstall_script, verify_script, wait_for_boot_script
-from mesh.model import Mesh
-from mesh.relays import CLEARTEXT_NOTE, relayed_pairs
-from mesh.render import MeshKeys, config_digest, render_all
-from mesh.stackconfig import resolve_endpoints
+from wgmesh.components.keys import random_seed, seed_bytes
+from wgmesh.components.peer import WireGuardPeer
+from wgmesh.hostside.install import install_script, uninstall_script, verify_script, wait_for_boot_script
+from wgmesh.mesh.model import Mesh
+from wgmesh.mesh.relays import CLEARTEXT_NOTE, relayed_pairs
+from wgmesh.mesh.render import MeshKeys, config_digest, render_all
+from wgmesh.mesh.stackconfig import resolve_endpoints
 
 DEFAULT_BOOT_TIMEOUT = 900
 DEFAULT_VERIFY_TIMEOUT = 120
@@ -46,7 +46,7 @@ DEFAULT_VERIFY_TIMEOUT = 120
 class MeshArgs:
     """What a mesh needs: the validated description, one :class:`WireGuardPeer` per member, and SSH keys.
 
-    ``mesh`` comes from :func:`mesh.validation.load_mesh` or :func:`mesh.stackconfig.load_stack`; endpoints of AWS
+    ``mesh`` comes from :func:`wgmesh.mesh.validation.load_mesh` or :func:`wgmesh.mesh.stackconfig.load_stack`; endpoints of AWS
     peers may be pending there: they are taken from the peers' Elastic IPs. ``ssh_private_keys`` overrides the
     default ``ssh_private_key`` per peer name.
     """
@@ -69,7 +69,7 @@ MESH_TYPE = "wgmesh:index:Mesh"
 
 class MeshBuilder:
     """What a mesh registers under itself (everything below ``_build_mesh``), shared by :class:`MeshComponent` (peers
-    built by the caller) and :class:`components.mesh_api.Mesh` (peers built from one description). No annotations here:
+    built by the caller) and :class:`wgmesh.components.mesh_api.Mesh` (peers built from one description). No annotations here:
     the component provider's schema analyzer reads the annotations of a component's classes as its outputs."""
 
     # Per-peer commands are named f"{_peer_prefix}{peer}-install": Mesh prefixes them with its own name (two meshes in
@@ -237,7 +237,7 @@ class MeshBuilder:
 class MeshComponent(MeshBuilder, pulumi.ComponentResource):
     """The full mesh (``wgmesh:index:Mesh``) over a set of peers the caller built.
 
-    Lower level than :class:`components.mesh_api.Mesh`, which builds the peers from the same description. Both are the
+    Lower level than :class:`wgmesh.components.mesh_api.Mesh`, which builds the peers from the same description. Both are the
     same resource as far as the state goes (same type, same children): a program moving from this class to ``Mesh``
     keeps its mesh's URN, and ``Mesh(..., adopt_unprefixed=True)`` aliases the peers and per-peer commands this class
     and its separate peers named without the mesh's prefix.
@@ -279,7 +279,7 @@ def _hosts_digest(peers: Mapping[str, WireGuardPeer]) -> pulumi.Output[str]:
 
 def _sources_except(mesh: Mesh, by_peer: Mapping[str, list[str]], name: str) -> list[str]:
     """Every other peer's WireGuard source addresses in mesh order, each once: where they sit in the peer's groups
-    stays put when a peer is appended (see :mod:`mesh.awsplan`)."""
+    stays put when a peer is appended (see :mod:`wgmesh.mesh.awsplan`)."""
     return list(dict.fromkeys(cidr for other in mesh.others(name) for cidr in by_peer[other.name]))
 
 

@@ -1,6 +1,6 @@
 """``WireGuardPeer``: one mesh member, either an AWS host wgmesh creates or an external host it only reaches.
 
-Both kinds own their WireGuard key pair (kept in state, see :mod:`components.keys`) and expose what the mesh
+Both kinds own their WireGuard key pair (kept in state, see :mod:`wgmesh.components.keys`) and expose what the mesh
 needs to configure and reach them: public key, endpoint host, SSH connection details, and the public addresses
 their WireGuard packets come from (for the AWS security groups of the other peers).
 
@@ -11,14 +11,14 @@ instance exists: the instance then boots into a subnet that already has its inte
 WireGuard from the Ubuntu archive) and its Elastic IP. Because the interface outlives the instance, the instance
 is deleted before its replacement is created (the interface can be attached to one instance only).
 
-Security groups (see :mod:`mesh.awsplan`): every rule is an inline entry of one CIDR, so a peer joining or leaving
+Security groups (see :mod:`wgmesh.mesh.awsplan`): every rule is an inline entry of one CIDR, so a peer joining or leaving
 authorizes or revokes its own entries in place and no rule is replaced. The main group admits SSH from each
 ``admin_cidrs`` entry and everything from the peer's own VPC; WireGuard's port is admitted only from the other peers'
 addresses, in the main group and ``wireguard_groups - 1`` more. The mesh gives those addresses once every peer exists
 (:meth:`WireGuardPeer.admit_wireguard_from`); a peer used on its own takes them from
 ``WireGuardPeerArgs.admit_wireguard_from``. The admission rule (docs/aws.md): a peer that gets neither within
 ``WireGuardPeerArgs.admission_timeout`` seconds of its creation fails the program with an error naming it (Pulumi
-would otherwise wait forever for its groups' entries). ``components.mesh_api.Mesh`` builds and admits its peers in
+would otherwise wait forever for its groups' entries). ``wgmesh.components.mesh_api.Mesh`` builds and admits its peers in
 one constructor, so a peer it makes is never waiting.
 
 Every peer also knows its SSH host key: an external host's from its args, otherwise learned on first contact by a
@@ -39,11 +39,11 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
 
-from components.keys import key_pair, random_seed
-from hostside.install import user_data_script
-from mesh.awsplan import AwsQuotas, group_sizes
-from mesh.sshkeys import host_key_scan_script, parse_ssh_key
-from mesh.stackconfig import CANONICAL_OWNER, CANONICAL_OWNERS, default_ami_filter
+from wgmesh.components.keys import key_pair, random_seed
+from wgmesh.hostside.install import user_data_script
+from wgmesh.mesh.awsplan import AwsQuotas, group_sizes
+from wgmesh.mesh.sshkeys import host_key_scan_script, parse_ssh_key
+from wgmesh.mesh.stackconfig import CANONICAL_OWNER, CANONICAL_OWNERS, default_ami_filter
 
 SSH_PORT = 22
 ALL_IPV4 = "0.0.0.0/0"
@@ -101,14 +101,14 @@ class ExternalHostArgs:
 @dataclass
 class WireGuardPeerArgs:
     """A mesh member. ``mesh_routes`` are the CIDRs reached through the mesh from this peer's VPC: the tunnel
-    networks and every other peer's subnets (an AWS peer routes them to its instance; see :func:`mesh.awsplan.mesh_routes`)."""
+    networks and every other peer's subnets (an AWS peer routes them to its instance; see :func:`wgmesh.mesh.awsplan.mesh_routes`)."""
 
     host: AwsHostArgs | ExternalHostArgs
     listen_port: int = 51820
     key_version: int = 1
     mesh_routes: Sequence[str] = ()
     # An AWS peer's security groups holding WireGuard entries, its own included, and the entries each holds
-    # (mesh.awsplan plans both).
+    # (wgmesh.mesh.awsplan plans both).
     wireguard_groups: int = 1
     rules_per_group: int = AwsQuotas.inbound_rules_per_security_group
     # A peer used without a MeshComponent (AWS only): the CIDRs its WireGuard port admits, at once. A mesh admits its
@@ -116,7 +116,7 @@ class WireGuardPeerArgs:
     admit_wireguard_from: pulumi.Input[Sequence[str]] | None = None
     # The admission rule's limit (see ADMISSION_TIMEOUT_SECONDS).
     admission_timeout: float = ADMISSION_TIMEOUT_SECONDS
-    # The peer's name in the mesh, its tags and descriptions; None: the resource name. components.mesh_api.Mesh
+    # The peer's name in the mesh, its tags and descriptions; None: the resource name. wgmesh.components.mesh_api.Mesh
     # prefixes resource names with its own name and keeps the peer's name here, so tags and descriptions (some of
     # which replace a resource when changed) stay as they were.
     peer_name: str | None = None
@@ -401,7 +401,7 @@ class WireGuardPeer(pulumi.ComponentResource):
             if len(sizes) > groups:
                 raise ValueError(
                     f"peer {self._peer!r}: {len(kept)} WireGuard sources need {len(sizes)} security groups of {capacity} "
-                    f"entries, it has {groups}: raise WireGuardPeerArgs.wireguard_groups (mesh.awsplan plans it)"
+                    f"entries, it has {groups}: raise WireGuardPeerArgs.wireguard_groups (wgmesh.mesh.awsplan plans it)"
                 )
             entries = [_entry("udp", port, port, cidr, "wgmesh wireguard from a mesh peer") for cidr in kept]
             out: list[list[dict[str, Any]]] = []
@@ -438,7 +438,7 @@ class WireGuardPeer(pulumi.ComponentResource):
         raise pulumi.RunError(
             f"WireGuardPeer {self._peer!r} was not given to a MeshComponent within {self._admission_timeout:g} s of its "
             "creation, so its security groups cannot get their WireGuard entries: pass it in MeshArgs.peers, build the "
-            "whole mesh with components.Mesh (which admits its own peers), or, for a peer used on its own, set "
+            "whole mesh with wgmesh.components.Mesh (which admits its own peers), or, for a peer used on its own, set "
             "WireGuardPeerArgs.admit_wireguard_from (the CIDRs its WireGuard port admits). If the program raised an "
             "error before building its MeshComponent, that error is the cause: Pulumi reports only its last failure"
         )

@@ -2,7 +2,7 @@
 
 One program, two entry points: ``__main__.py`` (what ``pulumi up`` runs through Pulumi's Python language host)
 calls :func:`program`, and the tests and the lab hand the same function to the Automation API as an inline
-program (``lab.engine``), so the real engine deploys exactly what users deploy.
+program (``wgmesh.lab.engine``), so the real engine deploys exactly what users deploy.
 
 Reads ``wgmesh:mesh`` (the mesh and its peers, see ``Pulumi.zhy.yaml``) and the SSH key the installs use
 (``wgmesh:sshPrivateKey`` as a secret, or ``wgmesh:sshPrivateKeyPath``), validates everything before a single
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pulumi
 
-from components.stack import deploy_stack
-from mesh.errors import MeshConfigError
-from mesh.stackconfig import CONFIG_KEY, StackSpec, load_stack
+from wgmesh.components.stack import deploy_stack
+from wgmesh.mesh.errors import MeshConfigError
+from wgmesh.mesh.stackconfig import CONFIG_KEY, StackSpec, load_stack
 
 
 def read_spec(config: pulumi.Config) -> StackSpec:

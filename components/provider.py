@@ -1,5 +1,5 @@
 # ruff: noqa: UP045  (Pulumi's schema analyzer accepts Optional[X], never X | None: see the module doc)
-"""The ``wgmesh`` component package: :class:`components.mesh_api.Mesh` for every Pulumi language (``wgmesh:index:Mesh``).
+"""The ``wgmesh`` component package: :class:`wgmesh.components.mesh_api.Mesh` for every Pulumi language (``wgmesh:index:Mesh``).
 
 Pulumi's Python component provider host (``pulumi.provider.experimental``) serves the component and infers the
 schema from this module's annotations, so this module is written for its analyzer: no ``from __future__ import
@@ -8,7 +8,7 @@ stack config's ``wgmesh:mesh`` in camelCase: a flat peer list whose ``kind`` (``
 the Python API's union, the SSH keys as secret inputs, and no AWS type (the mesh makes one provider per region, with
 the description's credentials; a program in another language passes none). Outputs are maps of plain values.
 
-Run as ``python -m components.provider`` (what ``provider/pulumi-resource-wgmesh`` does). Upstream snags, each worked
+Run as ``python -m wgmesh.components.provider`` (what ``provider/pulumi-resource-wgmesh`` does). Upstream snags, each worked
 around in one place marked ``UPSTREAM`` with a test in ``tests/test_provider.py`` that fails once upstream fixes it.
 """
 
@@ -18,8 +18,8 @@ from typing import Any, Optional, Required, TypedDict
 
 import pulumi
 
-from components.mesh_api import Mesh as MeshComponentApi
-from mesh.errors import ConfigIssue, MeshConfigError
+from wgmesh.components.mesh_api import Mesh as MeshComponentApi
+from wgmesh.mesh.errors import ConfigIssue, MeshConfigError
 
 PACKAGE = "wgmesh"
 SECRET_INPUTS = ("sshPrivateKey", "sshPrivateKeys")
@@ -172,7 +172,7 @@ def camel_keys(value: Any) -> Any:
 
 # --- Errors in the consumer's spelling --------------------------------------------------------------------------------
 
-MESH_PATH = re.compile(r"\bmesh\.(?=[a-z])")  # components.mesh_api validates under the path "mesh"
+MESH_PATH = re.compile(r"\bmesh\.(?=[a-z])")  # wgmesh.components.mesh_api validates under the path "mesh"
 SNAKE = re.compile(r"\b([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\b")
 
 

@@ -1,7 +1,7 @@
 """From a validated stack config to resources: one explicit ``aws.Provider`` per region, the peers, the mesh.
 
 Kept apart from ``__main__.py`` so that other programs (and the tests) build the same thing from a
-:class:`~mesh.stackconfig.StackSpec` without reading Pulumi config.
+:class:`~wgmesh.mesh.stackconfig.StackSpec` without reading Pulumi config.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.mesh_api import Mesh, regional_provider
-from components.peer import WireGuardPeer
-from mesh.awsplan import mesh_routes
-from mesh.stackconfig import StackSpec
+from wgmesh.components.mesh_api import Mesh, regional_provider
+from wgmesh.components.peer import WireGuardPeer
+from wgmesh.mesh.awsplan import mesh_routes
+from wgmesh.mesh.stackconfig import StackSpec
 
 __all__ = ["DeployedMesh", "deploy_stack", "mesh_routes"]
 
@@ -37,7 +37,7 @@ def deploy_stack(
     name: str = "wgmesh",
     verify: bool = True,
 ) -> DeployedMesh:
-    """Create every resource of the stack: one :class:`~components.mesh_api.Mesh`. ``spec`` is already validated.
+    """Create every resource of the stack: one :class:`~wgmesh.components.mesh_api.Mesh`. ``spec`` is already validated.
 
     The providers stay where this program always made them (the stack's root, ``aws-<region>``), and the mesh adopts
     the unprefixed names the program gave its peers and commands before ``Mesh`` existed (aliases): a stack deployed

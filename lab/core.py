@@ -1,9 +1,9 @@
 """Build, inspect, reboot and remove the network-namespace lab (root on Linux).
 
 The lab stands in for servers in several clouds, so that wgmesh's real install path (SSH, wg-quick, wireguard-go,
-iptables) runs end to end on one machine. The layout is in :mod:`lab.topology`; this module runs ``ip``,
+iptables) runs end to end on one machine. The layout is in :mod:`wgmesh.lab.topology`; this module runs ``ip``,
 ``nsenter``, ``unshare``, ``mount``, ``ssh-keygen`` and ``sshd`` to make it, and records everything it makes in the
-state file (:mod:`lab.state`) so that ``down`` removes exactly that and nothing else.
+state file (:mod:`wgmesh.lab.state`) so that ``down`` removes exactly that and nothing else.
 
 Each host is a network namespace plus a persistent private mount namespace (a handle bind-mounted at
 ``<state>/ns/<host>``; a UTS namespace at ``<state>/ns/<host>.uts`` gives it its hostname) in which:
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import topology
-from lab.state import LabState, write_private
-from lab.topology import Host
+from wgmesh.lab import topology
+from wgmesh.lab.state import LabState, write_private
+from wgmesh.lab.topology import Host
 
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 # Tool -> Debian package, for the "missing tools" message.

@@ -3,7 +3,7 @@ from inside its namespaces.
 
 :class:`LabStack` is ``pulumi up --stack lab``: the lab's ``Pulumi.lab.yaml`` config (edited the way a user edits a
 stack config: peers added or removed, ``key_version`` bumped, a hook added) goes to the Pulumi engine through the
-Automation API (:mod:`lab.engine`), which runs the program and its providers: every ``remote.Command`` the program
+Automation API (:mod:`wgmesh.lab.engine`), which runs the program and its providers: every ``remote.Command`` the program
 declares (install, verify) really runs over SSH on the lab hosts, with the engine's own diffing, ordering, deletes
 and state. The stack's workspace (backend, state, passphrase) lives in ``<lab state>/engine`` and goes with the lab.
 
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.core import Lab, LabError, ns_inode, processes_in, tool_env
-from lab.core import run as run_command
-from lab.engine import Operation, Workspace, summary_text
+from wgmesh.lab.core import Lab, LabError, ns_inode, processes_in, tool_env
+from wgmesh.lab.core import run as run_command
+from wgmesh.lab.engine import Operation, Workspace, summary_text
 
 ENGINE_DIR = "engine"
 

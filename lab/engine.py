@@ -2,7 +2,7 @@
 
 Every deploy the lab makes (``wgmesh demo``, ``wgmesh lab up --deploy``, the end-to-end tests, the benchmarks) goes
 through here, so what is proven is what users run: the engine's own diffing, ordering, replacements, deletes and
-state. The program is :func:`components.program.program` as an *inline* program: the SDK serves it to the engine
+state. The program is :func:`wgmesh.components.program.program` as an *inline* program: the SDK serves it to the engine
 itself, so no Python language host is needed (the Go module proxy serves the CLI but not that host).
 
 A workspace is private and disposable: a ``file://`` backend and ``PULUMI_HOME`` inside its own directory (the
@@ -75,6 +75,22 @@ def _official_plugin(name: str) -> Path | None:
     return Path(on_path) if on_path else None
 
 
+def _test_providers(missing: list[str]) -> Callable[..., list[Path]]:
+    """The checkout's test providers (testproviders/, test equipment: not installed with wgmesh), imported only when an
+    official plugin is absent; installed from a wheel there are none, and the message says what to install instead."""
+    if not (REPO / "testproviders" / "__init__.py").is_file():
+        plugins = ", ".join(f"pulumi-resource-{name}" for name in missing)
+        raise EngineMissing(
+            f"no {plugins} found and the test providers come only with a wgmesh checkout: "
+            + "; ".join(f"pulumi plugin install resource {name}" for name in missing)
+        )
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))
+    from testproviders import install_shims
+
+    return install_shims
+
+
 def find_engine(shim_dir: Path) -> Engine:
     """The CLI and, for each provider, the official plugin or a test provider shim written into ``shim_dir``."""
     cli = find_cli()
@@ -90,8 +106,7 @@ def find_engine(shim_dir: Path) -> Engine:
         else:
             missing.append(name)
     if missing:
-        from testproviders import install_shims  # test equipment: only imported when an official plugin is absent
-
+        install_shims = _test_providers(missing)
         shim_dir.mkdir(parents=True, exist_ok=True)
         install_shims(shim_dir, python=sys.executable)
         dirs.insert(0, shim_dir)
@@ -142,7 +157,7 @@ class Workspace:
         from pulumi import automation as auto
 
         if program is None:
-            from components.program import program as wgmesh_program
+            from wgmesh.components.program import program as wgmesh_program
 
             program = wgmesh_program
         self.directory = Path(directory).absolute()

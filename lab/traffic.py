@@ -12,7 +12,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from lab.core import Lab, tool_env
+from wgmesh.lab.core import Lab, tool_env
 
 DEFAULT_BYTES = 20 * 1024 * 1024
 PORT = 5201

@@ -1,9 +1,9 @@
 """wgmesh's pure core: model, validation, addressing, keys and wg-quick rendering. No Pulumi import here."""
 
-from mesh.errors import ConfigIssue, MeshConfigError
-from mesh.model import Endpoint, Mesh, Peer
-from mesh.render import MeshKeys, build_peer_config, render_all, render_peer_config
-from mesh.validation import load_mesh
+from wgmesh.mesh.errors import ConfigIssue, MeshConfigError
+from wgmesh.mesh.model import Endpoint, Mesh, Peer
+from wgmesh.mesh.render import MeshKeys, build_peer_config, render_all, render_peer_config
+from wgmesh.mesh.validation import load_mesh
 
 __all__ = [
     "ConfigIssue",

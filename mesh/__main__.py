@@ -1,7 +1,7 @@
-"""``python -m mesh``: the offline command line."""
+"""``python -m wgmesh.mesh``: the offline command line."""
 
 import sys
 
-from mesh.cli import main
+from wgmesh.mesh.cli import main
 
 sys.exit(main())

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_interface
 
-from mesh.model import IPInterface, IPNetwork
+from wgmesh.mesh.model import IPInterface, IPNetwork
 
 
 class AllocationError(ValueError):

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from ipaddress import IPv4Network, ip_network
 
-from mesh.model import IPNetwork, Mesh
+from wgmesh.mesh.model import IPNetwork, Mesh
 
 
 @dataclass(frozen=True)

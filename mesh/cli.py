@@ -1,7 +1,7 @@
-"""The ``python -m mesh`` command line: one sub-command per module under :mod:`mesh.commands`.
+"""The ``python -m wgmesh.mesh`` command line: one sub-command per module under :mod:`wgmesh.mesh.commands`.
 
 These are the offline commands (check, render, graph), which need nothing above the core. The ``wgmesh`` console
-script (:mod:`cli.main`) is this same parser plus the commands that need the lab (``lab``, ``demo``), which live
+script (:mod:`wgmesh.cli.main`) is this same parser plus the commands that need the lab (``lab``, ``demo``), which live
 in :mod:`cli` so that the core never imports the lab.
 
 Each command module exposes ``register(subparsers)`` which adds its parser and sets ``func`` to a callable
@@ -10,7 +10,7 @@ descriptions) are printed as plain messages, never as tracebacks.
 
 Exit codes: 0 success, 1 the input is invalid, a file cannot be read or written, a needed tool is missing or a check
 failed, 2 the command line itself is wrong, 130 interrupted (Ctrl-C). A reader closing the output early
-(``python -m mesh graph ... | head``) is not an error: the command stops quietly.
+(``python -m wgmesh.mesh graph ... | head``) is not an error: the command stops quietly.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mesh.errors import MeshConfigError
+from wgmesh.mesh.errors import MeshConfigError
 
 COMMAND_MODULES = ("check", "render", "graph")
 
@@ -35,7 +35,7 @@ class UserError(Exception):
 
 def build_parser(
     extra: Sequence[str] = (),
-    prog: str = "python -m mesh",
+    prog: str = "python -m wgmesh.mesh",
     description: str = "wgmesh: validate, render and inspect WireGuard full-mesh descriptions.",
 ) -> argparse.ArgumentParser:
     """The parser of :data:`COMMAND_MODULES`, then of ``extra`` (full module names, each with ``register``)."""
@@ -46,7 +46,7 @@ def build_parser(
         "130 interrupted. Every command has --help.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in (*(f"mesh.commands.{name}" for name in COMMAND_MODULES), *extra):
+    for module_name in (*(f"wgmesh.mesh.commands.{name}" for name in COMMAND_MODULES), *extra):
         importlib.import_module(module_name).register(subparsers)
     return parser
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from mesh.cli import UserError
-from mesh.errors import ConfigIssue, MeshConfigError
-from mesh.model import Mesh
-from mesh.validation import load_mesh
+from wgmesh.mesh.cli import UserError
+from wgmesh.mesh.errors import ConfigIssue, MeshConfigError
+from wgmesh.mesh.model import Mesh
+from wgmesh.mesh.validation import load_mesh
 
 ROOT = "mesh"
 

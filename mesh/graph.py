@@ -9,7 +9,7 @@ here that runs a program; a missing ``dot`` is a :class:`GraphvizError` with the
 Edges say how a pair talks. Where both peers have an endpoint (or an AWS peer's Elastic IP that exists once it is
 deployed), either side may start the handshake: a solid, two-headed edge. Where one side is behind NAT, only that
 side can start it and must keep its NAT mapping open: a dashed edge from the NAT side, labelled with the
-keepalive it sends. Where both are behind NAT, the pair talks through a relay (:mod:`mesh.relays`): a dotted,
+keepalive it sends. Where both are behind NAT, the pair talks through a relay (:mod:`wgmesh.mesh.relays`): a dotted,
 orange edge labelled with the relay, which decrypts what it forwards and so sees that pair's traffic in the clear.
 """
 
@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mesh.model import Mesh, Peer
+from wgmesh.mesh.model import Mesh, Peer
 
 SVG_TIMEOUT_SECONDS = 60
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -1,6 +1,6 @@
 """The mesh model: validated, immutable descriptions of a WireGuard full mesh.
 
-Instances are produced by :func:`mesh.validation.load_mesh`, which guarantees the invariants documented here
+Instances are produced by :func:`wgmesh.mesh.validation.load_mesh`, which guarantees the invariants documented here
 (unique names, non-overlapping subnets, tunnel addresses inside the tunnel networks, ...). Everything downstream
 (rendering, the Pulumi components, the lab) can therefore trust them without re-checking.
 """
@@ -18,7 +18,7 @@ DEFAULT_LISTEN_PORT = 51820
 DEFAULT_KEEPALIVE = 25
 DEFAULT_INTERFACE = "wg0"
 # None: found on the host at install time (the interface of the default route; for subnets, the interface that
-# routes each one), see mesh.render.forwarding_rules. A name is checked on the host before anything changes.
+# routes each one), see wgmesh.mesh.render.forwarding_rules. A name is checked on the host before anything changes.
 DEFAULT_EGRESS_INTERFACE: str | None = None
 # The MTU of the path between peers that wgmesh assumes unless told (mesh-wide ``underlay_mtu``): the Internet's
 # 1500, whatever the hosts' own links carry (9001 on EC2). A tunnel packet is the inner packet plus WireGuard's 32
@@ -28,7 +28,7 @@ DEFAULT_UNDERLAY_MTU = 1500
 TUNNEL_OVERHEAD = 80
 DEFAULT_MTU = DEFAULT_UNDERLAY_MTU - TUNNEL_OVERHEAD
 # The packet-mark bit that tags traffic forwarded from the WireGuard interface to the egress interface, so that one
-# MASQUERADE rule per family covers every remote peer (see mesh.render.forwarding_rules). Bit 24: outside wg-quick's
+# MASQUERADE rule per family covers every remote peer (see wgmesh.mesh.render.forwarding_rules). Bit 24: outside wg-quick's
 # fwmark 51820 (0xca6c), kube-proxy's 0x4000/0x8000, the CNI portmap plugin's 0x2000, Cilium's 0x0f00, the AWS VPC
 # CNI's 0x80 and Tailscale's 0xff0000 mask.
 DEFAULT_NAT_MARK = 0x1000000
@@ -55,7 +55,7 @@ class Peer:
     behind NAT; ``endpoint_pending`` marks a peer whose endpoint exists but is only known once the cloud has
     created it (an Elastic IP), so it counts as reachable when the mesh is checked before creation. ``relay`` names
     the peer this one (behind NAT) talks to other NAT peers through; ``relay_allowed`` says whether other pairs may
-    be relayed through this peer (a relay sees what it forwards in the clear). See :mod:`mesh.relays`.
+    be relayed through this peer (a relay sees what it forwards in the clear). See :mod:`wgmesh.mesh.relays`.
     """
 
     name: str
@@ -100,7 +100,7 @@ class Mesh:
     ``nat_mark`` is a single bit of the packet mark, set on traffic forwarded from the tunnel to a peer's egress
     interface so that one MASQUERADE rule per family NATs it, whatever the number of peers. ``relays`` holds every
     pair of peers that are both behind NAT as ``(first, second, relay)``, the pair in mesh order: those two talk
-    through ``relay`` (chosen by :func:`mesh.relays.assign_relays`), never directly.
+    through ``relay`` (chosen by :func:`wgmesh.mesh.relays.assign_relays`), never directly.
     """
 
     networks: tuple[IPNetwork, ...]

@@ -24,7 +24,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mesh.model import Mesh, Peer
+from wgmesh.mesh.model import Mesh, Peer
 
 # Said wherever relays are shown (check, graph, stack output, docs): what a user trusts a relay with.
 CLEARTEXT_NOTE = "a relay decrypts and re-encrypts what it forwards, so it sees the relayed traffic in the clear"
@@ -62,7 +62,7 @@ def assign_relays(peers: Sequence[Peer]) -> tuple[tuple[str, str, str], ...]:
 
     A relay named by either peer wins (validation has made sure both name the same one when both name one, and
     that it may relay); otherwise :func:`choose_relay` over :func:`relay_candidates`. ``ValueError`` when a pair
-    has no relay at all, which :func:`mesh.validation.load_mesh` reports with the field and fix beforehand.
+    has no relay at all, which :func:`wgmesh.mesh.validation.load_mesh` reports with the field and fix beforehand.
     """
     behind_nat = [peer for peer in peers if not peer.reachable]
     if len(behind_nat) < 2:

@@ -5,7 +5,7 @@ only here. PostUp/PostDown turn on forwarding and NAT idempotently: every iptabl
 ``iptables -C`` does not find it, so ``wg-quick`` restarts never stack duplicate rules. NAT costs a fixed handful
 of rules per file, not one per remote subnet (see :func:`forwarding_rules`).
 
-Two peers behind NAT talk through a relay (:mod:`mesh.relays`): in each one's file the other has no ``[Peer]``
+Two peers behind NAT talk through a relay (:mod:`wgmesh.mesh.relays`): in each one's file the other has no ``[Peer]``
 section, and its tunnel addresses and subnets are listed in the relay's ``AllowedIPs`` instead (WireGuard routes a
 prefix to one peer only). The relay's own file is unchanged: it lists both, and its ``FORWARD -i %i`` rule
 forwards ``wg0 -> wg0`` without NAT (the mark and MASQUERADE rules only match traffic leaving by the egress
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from ipaddress import ip_network
 
-from mesh.keys import PresharedKeyDeriver, public_key
-from mesh.model import IPNetwork, Mesh, Peer
-from mesh.wgconf import NAME_COMMENT, Entry, WgConfig, WgPeerSection, format_config
+from wgmesh.mesh.keys import PresharedKeyDeriver, public_key
+from wgmesh.mesh.model import IPNetwork, Mesh, Peer
+from wgmesh.mesh.wgconf import NAME_COMMENT, Entry, WgConfig, WgPeerSection, format_config
 
 MARK = "wgmesh"
 

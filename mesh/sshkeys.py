@@ -1,6 +1,6 @@
 """OpenSSH public keys as the stack config carries them, and how a host key is learned on first contact.
 
-Pure: the validation (``mesh.stackconfig``) and the components use the same parser, so a key that would fail
+Pure: the validation (``wgmesh.mesh.stackconfig``) and the components use the same parser, so a key that would fail
 half-way through ``pulumi up`` (bad base64, a cut blob, a type that does not match the blob) is refused first.
 """
 

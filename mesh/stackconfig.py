@@ -1,6 +1,6 @@
 """The Pulumi stack config (``wgmesh:mesh``), validated into a :class:`StackSpec` before any resource exists.
 
-A stack's mesh is the CLI's mesh description (see :mod:`mesh.validation`, same snake_case fields, same meaning)
+A stack's mesh is the CLI's mesh description (see :mod:`wgmesh.mesh.validation`, same snake_case fields, same meaning)
 plus what the program needs to build or reach each peer::
 
     wgmesh:mesh:
@@ -20,7 +20,7 @@ plus what the program needs to build or reach each peer::
 
 Pure, like the rest of ``mesh/``: the Pulumi layer (``components/``, ``__main__.py``) only turns a spec into
 resources. Every problem is collected (the mesh's and the program's) and raised at once as a
-:class:`~mesh.errors.MeshConfigError` whose paths name the stack config keys the user wrote (``vpc_cidr``, not
+:class:`~wgmesh.mesh.errors.MeshConfigError` whose paths name the stack config keys the user wrote (``vpc_cidr``, not
 the ``subnets[0]`` it becomes inside the mesh).
 
 AWS peers are IPv4 only for now (their VPC, route table and security group carry IPv4): a stack with AWS peers
@@ -38,12 +38,12 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, ip_address, ip_network
 from typing import Any
 
-from mesh.addressing import index_of, preferred_index
-from mesh.awsplan import QUOTA_FIELDS, AwsPeerPlan, AwsQuotas, plan_peers, quota_problems
-from mesh.errors import ConfigIssue, MeshConfigError
-from mesh.model import Endpoint, IPNetwork, Mesh
-from mesh.sshkeys import parse_ssh_key
-from mesh.validation import HOSTNAME, MESH_FIELDS, load_mesh, parse_port
+from wgmesh.mesh.addressing import index_of, preferred_index
+from wgmesh.mesh.awsplan import QUOTA_FIELDS, AwsPeerPlan, AwsQuotas, plan_peers, quota_problems
+from wgmesh.mesh.errors import ConfigIssue, MeshConfigError
+from wgmesh.mesh.model import Endpoint, IPNetwork, Mesh
+from wgmesh.mesh.sshkeys import parse_ssh_key
+from wgmesh.mesh.validation import HOSTNAME, MESH_FIELDS, load_mesh, parse_port
 
 CONFIG_KEY = "wgmesh:mesh"
 KINDS = ("aws", "external")
@@ -176,7 +176,7 @@ class ExternalPeerSpec:
 
 @dataclass(frozen=True)
 class PeerSpec:
-    """One peer as the program sees it: its kind-specific settings on top of the mesh's :class:`~mesh.model.Peer`."""
+    """One peer as the program sees it: its kind-specific settings on top of the mesh's :class:`~wgmesh.mesh.model.Peer`."""
 
     name: str
     kind: str
@@ -344,7 +344,7 @@ def _plans(
     summaries: tuple[IPv4Network, ...],
     quotas: AwsQuotas,
 ) -> dict[str, AwsPeerPlan]:
-    """Every AWS peer's routes and security groups (see :mod:`mesh.awsplan`), from the validated settings."""
+    """Every AWS peer's routes and security groups (see :mod:`wgmesh.mesh.awsplan`), from the validated settings."""
     regions = {name: settings[0]["region"] for name, kind, settings, _ in programs if kind == "aws"}
     sources = {name: _external_sources(mesh, name, settings[0]) for name, kind, settings, _ in programs if kind == "external"}
     return plan_peers(mesh, regions, sources, admin_cidrs=len(admin_cidrs), summaries=summaries, quotas=quotas)

@@ -32,10 +32,10 @@ from typing import Any
 
 import yaml
 
-from mesh.cli import UserError
-from mesh.keys import KEY_BYTES, decode_key, generate_mesh_secret, generate_private_key, public_key
-from mesh.model import Mesh
-from mesh.render import MeshKeys
+from wgmesh.mesh.cli import UserError
+from wgmesh.mesh.keys import KEY_BYTES, decode_key, generate_mesh_secret, generate_private_key, public_key
+from wgmesh.mesh.model import Mesh
+from wgmesh.mesh.render import MeshKeys
 
 KEYFILE_VERSION = 1
 SECRET_MODE = 0o600

@@ -1,4 +1,4 @@
-"""Turning a raw mesh description (parsed YAML or Pulumi stack config) into a validated :class:`~mesh.model.Mesh`.
+"""Turning a raw mesh description (parsed YAML or Pulumi stack config) into a validated :class:`~wgmesh.mesh.model.Mesh`.
 
 Every check runs and every problem is collected before anything is raised, so a user sees all of them at once,
 each with the field path and what to do. Nothing else in wgmesh runs on an unvalidated description.
@@ -17,7 +17,7 @@ The raw form::
         subnets: [192.168.10.0/24]
         egress_interface: ens5        # NAT towards the VPC goes out here
       - name: home                    # no endpoint: behind NAT
-        relay: zhy                    # optional: the relay towards other NAT peers (else chosen, see mesh.relays)
+        relay: zhy                    # optional: the relay towards other NAT peers (else chosen, see wgmesh.mesh.relays)
         relay_allowed: false          # optional (also mesh-wide): never relay other pairs through this peer
 
 ``nat_mark`` is the one packet-mark bit a peer's PostUp sets (mangle FORWARD, ``-i <wg> -o <egress>``) on traffic
@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface, ip_network
 from typing import Any
 
-from mesh.addressing import AllocationError, allocate, usable_hosts
-from mesh.errors import ConfigIssue, MeshConfigError
-from mesh.keys import decode_key, public_key
-from mesh.model import (
+from wgmesh.mesh.addressing import AllocationError, allocate, usable_hosts
+from wgmesh.mesh.errors import ConfigIssue, MeshConfigError
+from wgmesh.mesh.keys import decode_key, public_key
+from wgmesh.mesh.model import (
     DEFAULT_EGRESS_INTERFACE,
     DEFAULT_INTERFACE,
     DEFAULT_KEEPALIVE,
@@ -54,7 +54,7 @@ from mesh.model import (
     Mesh,
     Peer,
 )
-from mesh.relays import assign_relays
+from wgmesh.mesh.relays import assign_relays
 
 MESH_FIELDS = frozenset(
     {
@@ -648,7 +648,7 @@ def _relay_name(collector: _Collector, path: str, value: Any) -> str | None:
 
 
 def _check_relays(collector: _Collector, drafts: list[dict[str, Any]]) -> None:
-    """Every pair of peers has a path: directly when one side has an endpoint, else through a relay (mesh.relays).
+    """Every pair of peers has a path: directly when one side has an endpoint, else through a relay (wgmesh.mesh.relays).
 
     A named relay must be another peer with an endpoint that allows relaying, and only a peer behind NAT names one;
     so a relay is never itself relayed, and no relay loop can exist. Both peers of a pair naming different relays

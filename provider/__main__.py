@@ -1,5 +1,5 @@
 """Entry point of the component package when Pulumi's Python language host runs it (``pulumi package add``)."""
 
-from components.provider import main
+from wgmesh.components.provider import main
 
 main()

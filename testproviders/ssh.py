@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mesh.sshkeys import parse_ssh_key
 from testproviders import process
 from testproviders.server import PrivateTempDir, ProviderError
+from wgmesh.mesh.sshkeys import parse_ssh_key
 
 DEFAULT_PORT = 22
 DEFAULT_USER = "root"

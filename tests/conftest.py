@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mesh.keys import private_key_from_seed
-from mesh.render import MeshKeys
+from wgmesh.mesh.keys import private_key_from_seed
+from wgmesh.mesh.render import MeshKeys
 
 if TYPE_CHECKING:
-    from lab import Lab
-    from lab.deploy import LabStack, UpResult
+    from wgmesh.lab import Lab
+    from wgmesh.lab.deploy import LabStack, UpResult
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "mesh.yaml"
@@ -88,7 +88,7 @@ def require_root_netns() -> None:
 
 def require_lab() -> None:
     """Skip, saying what is missing, unless we are root with every tool the lab and the tests run."""
-    from lab.core import LabError, check_prerequisites
+    from wgmesh.lab.core import LabError, check_prerequisites
 
     try:
         check_prerequisites()
@@ -104,7 +104,7 @@ def running_lab(state_dir: Path, hosts: int, **options: Any) -> Iterator[Lab]:
     Waits its turn (up to 240 s) when another lab, from a concurrent test run, holds the machine's ``wgl-`` names.
     """
     require_lab()
-    from lab import Lab
+    from wgmesh.lab import Lab
 
     shared = Lab(state_dir)
     try:
@@ -116,7 +116,7 @@ def running_lab(state_dir: Path, hosts: int, **options: Any) -> Iterator[Lab]:
 
 def engine_stack(lab: Lab) -> LabStack:
     """The lab's stack, deployed by the real engine; says which engine and providers run it (``pytest -s``, CI's log)."""
-    from lab.deploy import LabStack
+    from wgmesh.lab.deploy import LabStack
 
     made = LabStack(lab)
     print(f"engine: {made.engine}")

@@ -6,7 +6,7 @@ inputs, provider, parent) and the stack's exports with their secretness. :class:
 clouds would, deterministically: an Elastic IP gets a documentation address, ``RandomPassword`` a text derived from
 its name and keepers (so keys are stable across runs and change when ``key_version`` does), ``get_ami`` an image
 id. Mocks choose resource IDs, so nothing about the state is proven here: the engine tests (``tests/test_engine.py``)
-do that. Every deploy onto real hosts goes through the real engine (:mod:`lab.engine`).
+do that. Every deploy onto real hosts goes through the real engine (:mod:`wgmesh.lab.engine`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lab.deploy import stack_config
 from tests.mock_program import (
     PROGRAM,
     REPO,
@@ -22,6 +21,7 @@ from tests.mock_program import (
     unwrap_secrets,
 )
 from tests.mock_program import run_program as _run_program
+from wgmesh.lab.deploy import stack_config
 
 __all__ = [
     "FAKE_SSH_KEY",

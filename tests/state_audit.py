@@ -7,7 +7,7 @@ reports every clear string that either contains a secret's plaintext (taken from
 
 * 44-character base64 of 32 bytes (``RandomBytes``' base64, and its resource ID): clamped into a private key;
 * 64 hex digits (``RandomBytes``' hex);
-* a text of 43 or more characters (``RandomPassword``'s result): :func:`mesh.keys.seed_from_text`.
+* a text of 43 or more characters (``RandomPassword``'s result): :func:`wgmesh.mesh.keys.seed_from_text`.
 
 Used by the engine tests on real state files; it is test equipment, kept out of the product.
 """
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mesh.keys import private_key_from_seed, public_key, seed_from_text
+from wgmesh.mesh.keys import private_key_from_seed, public_key, seed_from_text
 
 SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"

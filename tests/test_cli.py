@@ -1,4 +1,4 @@
-"""``python -m mesh check`` and ``render``: messages, exit codes, file modes, and byte-stable re-renders."""
+"""``python -m wgmesh.mesh check`` and ``render``: messages, exit codes, file modes, and byte-stable re-renders."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mesh.cli import main
-from mesh.keys import public_key
-from mesh.statefile import format_keyfile, read_keyfile, write_secret_file
-from mesh.wgconf import parse_config
 from tests.conftest import EXAMPLE, REPO
+from wgmesh.mesh.cli import main
+from wgmesh.mesh.keys import public_key
+from wgmesh.mesh.statefile import format_keyfile, read_keyfile, write_secret_file
+from wgmesh.mesh.wgconf import parse_config
 
 
 def mode(path: Path) -> int:
@@ -219,7 +219,7 @@ def test_secret_file_is_never_visible_with_a_wider_mode(tmp_path: Path, monkeypa
 
 
 def test_keyfile_format_is_stable_and_sorted() -> None:
-    from mesh.statefile import KeyFile
+    from wgmesh.mesh.statefile import KeyFile
 
     keyfile = KeyFile(b"\x01" * 32, {"b": "B" * 43 + "=", "a": "A" * 43 + "="}, {"a": ("10.0.0.1/24",)})
     text = format_keyfile(keyfile, "m.yaml")
@@ -228,13 +228,13 @@ def test_keyfile_format_is_stable_and_sorted() -> None:
 
 @pytest.mark.parametrize("command", [[], ["check"], ["render"]])
 def test_help_everywhere(command: list[str]) -> None:
-    result = subprocess.run([sys.executable, "-m", "mesh", *command, "--help"], capture_output=True, text=True, cwd=REPO, timeout=30)
-    assert result.returncode == 0 and "usage: python -m mesh" in result.stdout and "Exit codes" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "wgmesh.mesh", *command, "--help"], capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert result.returncode == 0 and "usage: python -m wgmesh.mesh" in result.stdout and "Exit codes" in result.stdout
 
 
 def test_exit_codes_from_a_real_process(tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mesh", *args], capture_output=True, text=True, cwd=REPO, timeout=30)
+        return subprocess.run([sys.executable, "-m", "wgmesh.mesh", *args], capture_output=True, text=True, cwd=REPO, timeout=30)
 
     assert run("check", str(EXAMPLE)).returncode == 0
     missing = run("check", str(tmp_path / "missing.yaml"))

@@ -1,8 +1,8 @@
 """User mistakes get a plain ``error:`` line and the documented exit code, never a traceback; every command has --help.
 
 The exit codes (docs/cli.md, "Exit codes"): 0 success, 1 invalid input / unusable file / missing tool, 2 bad command line,
-130 interrupted. Most cases run in-process through :func:`mesh.cli.main`; the ones that depend on the interpreter
-(tracebacks, closed pipes, Ctrl-C) run ``python -m mesh`` as a real process.
+130 interrupted. Most cases run in-process through :func:`wgmesh.mesh.cli.main`; the ones that depend on the interpreter
+(tracebacks, closed pipes, Ctrl-C) run ``python -m wgmesh.mesh`` as a real process.
 """
 
 from __future__ import annotations
@@ -21,15 +21,17 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mesh.cli import COMMAND_MODULES, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE, build_parser, main
 from tests.conftest import EXAMPLE, REPO
+from wgmesh.mesh.cli import COMMAND_MODULES, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_USAGE, build_parser, main
 
 # The commands whose first argument is a mesh description file (others, such as the lab's, take none).
 FILE_COMMANDS = ("check", "render", "graph")
 
 
 def run_cli(*args: str, cwd: Path = REPO, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mesh", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "wgmesh.mesh", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False
+    )
 
 
 def test_every_registered_module_is_a_command() -> None:
@@ -44,7 +46,7 @@ def test_help_exits_zero_and_documents_exit_codes(command: str) -> None:
     args = [command, "--help"] if command else ["--help"]
     result = run_cli(*args)
     assert result.returncode == EXIT_OK, result.stderr
-    assert result.stdout.startswith("usage: python -m mesh")
+    assert result.stdout.startswith("usage: python -m wgmesh.mesh")
     assert "Exit codes" in result.stdout and result.stderr == ""
 
 
@@ -105,7 +107,7 @@ def test_a_directory_is_not_a_description(tmp_path: Path, capsys: pytest.Capture
 def test_bad_command_lines_exit_2_with_usage(args: list[str]) -> None:
     result = run_cli(*args)
     assert result.returncode == EXIT_USAGE
-    assert result.stderr.startswith("usage: python -m mesh") and "error:" in result.stderr
+    assert result.stderr.startswith("usage: python -m wgmesh.mesh") and "error:" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
@@ -120,7 +122,7 @@ def test_unwritable_output_is_a_user_error(tmp_path: Path, capsys: pytest.Captur
 
 def test_os_errors_from_commands_are_printed_not_raised(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The last line of defence: an OSError a command did not translate is still a one-line error, exit 1."""
-    import mesh.commands.check as check
+    import wgmesh.mesh.commands.check as check
 
     def refuse(_args: Any) -> int:
         raise PermissionError(13, "Permission denied", "/etc/wireguard/wg0.conf")
@@ -140,11 +142,11 @@ def test_real_process_invalid_mesh_has_no_traceback(tmp_path: Path) -> None:
 
 
 def test_closed_pipe_is_quiet() -> None:
-    """`python -m mesh graph ... | head -c 1`: no BrokenPipeError traceback, success."""
+    """`python -m wgmesh.mesh graph ... | head -c 1`: no BrokenPipeError traceback, success."""
     env = {**os.environ, "PYTHONUNBUFFERED": ""}
     for _ in range(3):  # the reader may close before or after the write: both must be quiet
         producer = subprocess.Popen(
-            [sys.executable, "-m", "mesh", "graph", str(EXAMPLE)],
+            [sys.executable, "-m", "wgmesh.mesh", "graph", str(EXAMPLE)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=REPO,
@@ -160,8 +162,8 @@ def test_ctrl_c_exits_130_without_traceback(tmp_path: Path) -> None:
     """Interrupting a command prints 'interrupted' and exits 130 (checked by interrupting a command that waits)."""
     script = (
         "import sys, time\n"
-        "import mesh.commands.check as check\n"
-        "from mesh.cli import main\n"
+        "import wgmesh.mesh.commands.check as check\n"
+        "from wgmesh.mesh.cli import main\n"
         "def slow(args):\n"
         "    print('ready', flush=True)\n"
         "    time.sleep(30)\n"
@@ -188,7 +190,7 @@ def test_graph_without_graphviz_in_a_real_process(tmp_path: Path) -> None:
     bin_dir.mkdir()
     env = {**os.environ, "PATH": str(bin_dir)}
     result = subprocess.run(
-        [sys.executable, "-m", "mesh", "graph", str(EXAMPLE), "-f", "svg"],
+        [sys.executable, "-m", "wgmesh.mesh", "graph", str(EXAMPLE), "-f", "svg"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -230,7 +232,7 @@ def test_junk_descriptions_never_raise(raw: Any, tmp_path: Path, capsys: pytest.
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.one_of(DESCRIPTION, SCALARS))
 def test_junk_stack_configs_never_raise(raw: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("mesh.stackconfig")
+    pytest.importorskip("wgmesh.mesh.stackconfig")
     path = tmp_path / "Pulumi.junk.yaml"
     path.write_text(yaml.safe_dump({"config": {"wgmesh:mesh": raw}}))
     assert main(["graph", str(path)]) in (EXIT_OK, EXIT_INVALID)

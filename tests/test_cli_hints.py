@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cli.main import invocation
+from wgmesh.cli.main import invocation
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mesh.cli import main
-from mesh.validation import PEER_NAME
+from wgmesh.mesh.cli import main
+from wgmesh.mesh.validation import PEER_NAME
 
 BROKEN = """\
 network: 10.255.0.0/24

@@ -1,8 +1,8 @@
 """Smoke tests of the pure core's contract; the thorough suites live beside this file."""
 
-from mesh import MeshKeys, load_mesh, render_all
-from mesh.keys import generate_mesh_secret, generate_private_key
-from mesh.wgconf import parse_config
+from wgmesh.mesh import MeshKeys, load_mesh, render_all
+from wgmesh.mesh.keys import generate_mesh_secret, generate_private_key
+from wgmesh.mesh.wgconf import parse_config
 
 RAW = {
     "network": "10.255.0.0/24",

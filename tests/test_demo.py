@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from cli import demo
-from cli.main import main
-from lab import Lab
-from mesh.cli import UserError
 from tests.conftest import REPO, require_lab
+from wgmesh.cli import demo
+from wgmesh.cli.main import main
+from wgmesh.lab import Lab
+from wgmesh.mesh.cli import UserError
 
 
 def test_without_root_it_renders_and_says_what_it_skipped(

@@ -88,7 +88,7 @@ def documented_commands(path: Path) -> list[tuple[int, str]]:
 
 
 def is_offline(command: str) -> bool:
-    return bool(re.match(r"^\.venv/bin/(wgmesh (check|render|graph)|python -m mesh (check|render|graph))\b", command))
+    return bool(re.match(r"^\.venv/bin/(wgmesh (check|render|graph)|python -m wgmesh.mesh (check|render|graph))\b", command))
 
 
 def is_lab(command: str) -> bool:

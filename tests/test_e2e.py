@@ -1,7 +1,7 @@
 """End to end: the real program deployed by the real Pulumi engine onto the lab's hosts over SSH.
 
-Each "pulumi up" is :meth:`lab.deploy.LabStack.up`: the lab's ``Pulumi.lab.yaml`` config, edited the way a user
-edits a stack config, goes to the Pulumi engine through the Automation API (:mod:`lab.engine`), which runs the
+Each "pulumi up" is :meth:`wgmesh.lab.deploy.LabStack.up`: the lab's ``Pulumi.lab.yaml`` config, edited the way a user
+edits a stack config, goes to the Pulumi engine through the Automation API (:mod:`wgmesh.lab.engine`), which runs the
 program and its providers: every ``command:remote:Command`` the program declares (the program's own install and
 verify scripts, its stdin, its connection details) runs over SSH against the lab hosts, with the engine's own
 diffs, ordering, replacements and deletes. Everything is then checked from inside the lab's namespaces (``ping``,
@@ -40,8 +40,10 @@ from typing import Any
 
 import pytest
 
-from lab import Lab
-from lab.deploy import (
+from tests.conftest import deployed, engine_stack, running_lab
+from tests.state_audit import secrets_in_text
+from wgmesh.lab import Lab
+from wgmesh.lab.deploy import (
     LabStack,
     Pinger,
     UpResult,
@@ -54,8 +56,6 @@ from lab.deploy import (
     wg_show,
     wireguard_pids,
 )
-from tests.conftest import deployed, engine_stack, running_lab
-from tests.state_audit import secrets_in_text
 
 pytestmark = pytest.mark.lab
 

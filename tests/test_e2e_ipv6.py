@@ -1,6 +1,6 @@
 """End to end, dual stack: the real ``__main__.py`` deploys an IPv4 + IPv6 mesh on a ``--dual-stack`` lab.
 
-Like ``tests/test_e2e.py`` (one "pulumi up" = :meth:`lab.deploy.LabStack.up`: the program through the real Pulumi
+Like ``tests/test_e2e.py`` (one "pulumi up" = :meth:`wgmesh.lab.deploy.LabStack.up`: the program through the real Pulumi
 engine, its ``remote.Command`` installs run over SSH on the lab hosts), checked from inside the namespaces:
 
 * the lab's own stack file (tunnel networks 10.255.0.0/24 + fd00:255::/64, a v4 and a v6 LAN per host) deploys,
@@ -30,10 +30,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import Lab, topology
-from lab.deploy import LabStack, all_pairs, in_lab, lan_pairs, ping, tunnel_pairs, wg_show
-from mesh.stackconfig import load_stack
 from tests.conftest import deployed, engine_stack, running_lab
+from wgmesh.lab import Lab, topology
+from wgmesh.lab.deploy import LabStack, all_pairs, in_lab, lan_pairs, ping, tunnel_pairs, wg_show
+from wgmesh.mesh.stackconfig import load_stack
 
 NAMES = ("h1", "h2", "h3")
 NAT_HOST = "h4"  # behind an IPv4-only NAT router: IPv6 inside the tunnel, IPv4 underneath
@@ -77,7 +77,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 def require_ip6tables() -> None:
-    from lab.core import which
+    from wgmesh.lab.core import which
 
     if which("ip6tables") is None:
         pytest.skip("needs ip6tables (Debian: apt-get install iptables)")

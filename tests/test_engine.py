@@ -1,7 +1,7 @@
 """What only a real Pulumi engine shows: its state, its previews, its interruptions and its ordering.
 
 Every test here runs the Pulumi CLI (``./dev engine``) through the Automation API, with the official provider
-plugins where installed and this repository's test providers otherwise (:mod:`lab.engine` says which; the module
+plugins where installed and this repository's test providers otherwise (:mod:`wgmesh.lab.engine` says which; the module
 prints it). The lab's hosts are the servers:
 
 * the state (``stack export`` and every file the backend keeps: checkpoint, backups, history) holds no private or
@@ -30,11 +30,11 @@ from typing import Any
 
 import pytest
 
-from lab import Lab
-from lab.deploy import LabStack, Pinger, all_pairs, lan_pairs, tunnel_pairs, wg_show
-from lab.engine import Workspace
 from tests.conftest import deployed, engine_stack, running_lab
 from tests.state_audit import file_findings, findings, secret_plaintexts, secrets_in_text
+from wgmesh.lab import Lab
+from wgmesh.lab.deploy import LabStack, Pinger, all_pairs, lan_pairs, tunnel_pairs, wg_show
+from wgmesh.lab.engine import Workspace
 
 pytestmark = pytest.mark.lab
 
@@ -79,7 +79,7 @@ def test_the_audit_catches_a_key_seeded_from_random_bytes(tmp_path: Path) -> Non
     import pulumi
     import pulumi_random as random
 
-    from mesh.keys import private_key_from_seed, public_key
+    from wgmesh.mesh.keys import private_key_from_seed, public_key
 
     def program() -> None:
         seed = random.RandomBytes("seed", length=32, opts=pulumi.ResourceOptions(additional_secret_outputs=["base64", "hex"]))
@@ -147,8 +147,8 @@ def old_program() -> None:
     import pulumi
     import pulumi_random as random
 
-    from components import keys
-    from components.program import program
+    from wgmesh.components import keys
+    from wgmesh.components.program import program
 
     def random_bytes_seed(name: str, *, key_version: int, parent: pulumi.Resource) -> pulumi.Output[str]:
         seed = random.RandomBytes(
@@ -163,9 +163,9 @@ def old_program() -> None:
         return base64.b64decode(seed, validate=True)
 
     with (
-        mock.patch("components.peer.random_seed", random_bytes_seed),
-        mock.patch("components.mesh_component.random_seed", random_bytes_seed),
-        mock.patch("components.mesh_component.seed_bytes", decode),
+        mock.patch("wgmesh.components.peer.random_seed", random_bytes_seed),
+        mock.patch("wgmesh.components.mesh_component.random_seed", random_bytes_seed),
+        mock.patch("wgmesh.components.mesh_component.seed_bytes", decode),
         mock.patch.object(keys, "seed_bytes", decode),
     ):
         program()

@@ -2,7 +2,7 @@
 
 Run under the same mocks as the main program, it must build its own three-peer mesh (two AWS regions through
 their own providers, one external host) and render configs that name every other member; and the package that
-`pip install git+<repo>` installs must carry the components and the pure core it imports.
+`pip install git+<repo>` installs must carry the components and the pure core it imports, under `wgmesh`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mesh.wgconf import parse_config
 from tests.program_harness import REPO, fake_public_ip, run_program, stack_config
+from wgmesh.mesh.wgconf import parse_config
 
 EXAMPLE = REPO / "examples" / "multicloud"
 
@@ -73,10 +73,16 @@ def test_the_installable_package_carries_components_and_core(tmp_path: Path) -> 
     assert built.returncode == 0, built.stderr
     wheel = next(tmp_path.glob("wgmesh-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("components/__init__.py", "components/peer.py", "components/mesh_component.py", "mesh/render.py", "hostside/install.py"):
+    for module in (
+        "wgmesh/components/__init__.py",
+        "wgmesh/components/peer.py",
+        "wgmesh/components/mesh_component.py",
+        "wgmesh/mesh/render.py",
+        "wgmesh/hostside/install.py",
+    ):
         assert module in names
     assert not any(name.startswith("tests/") for name in names)
     # The `wgmesh` console script and what it runs.
-    assert "cli/main.py" in names and "cli/lab.py" in names
+    assert "wgmesh/cli/main.py" in names and "wgmesh/cli/lab.py" in names
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
-    assert "wgmesh = cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "wgmesh = wgmesh.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

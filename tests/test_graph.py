@@ -1,4 +1,4 @@
-"""``python -m mesh graph``: the topology model, DOT and Mermaid text (content, escaping, determinism), SVG through
+"""``python -m wgmesh.mesh graph``: the topology model, DOT and Mermaid text (content, escaping, determinism), SVG through
 Graphviz (well-formed XML), stack configs grouped by cloud and region, and the committed pictures being current."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
-from mesh import graph as graph_module
-from mesh.cli import main
-from mesh.graph import Place, to_dot, to_mermaid, to_svg, topology
-from mesh.validation import load_mesh
 from tests.conftest import EXAMPLE, REPO, THREE_PEERS
+from wgmesh.mesh import graph as graph_module
+from wgmesh.mesh.cli import main
+from wgmesh.mesh.graph import Place, to_dot, to_mermaid, to_svg, topology
+from wgmesh.mesh.validation import load_mesh
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
@@ -132,7 +132,7 @@ def test_output_is_deterministic_across_processes(tmp_path: Path) -> None:
     for seed in ("0", "12345"):
         for fmt in ("dot", "mermaid"):
             result = subprocess.run(
-                [sys.executable, "-m", "mesh", "graph", str(EXAMPLE), "--format", fmt],
+                [sys.executable, "-m", "wgmesh.mesh", "graph", str(EXAMPLE), "--format", fmt],
                 capture_output=True,
                 text=True,
                 cwd=REPO,
@@ -188,7 +188,7 @@ def test_format_from_suffix_and_conflicts(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_stack_config_groups_by_cloud_and_region(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("mesh.stackconfig")
+    pytest.importorskip("wgmesh.mesh.stackconfig")
     stack = write_stack(tmp_path)
     assert main(["graph", str(stack), "-f", "mermaid"]) == 0
     text = capsys.readouterr().out
@@ -202,7 +202,7 @@ def test_stack_config_groups_by_cloud_and_region(tmp_path: Path, capsys: pytest.
 
 
 def test_stack_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("mesh.stackconfig")
+    pytest.importorskip("wgmesh.mesh.stackconfig")
     write_stack(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert main(["graph", "--stack", "zhy", "-f", "mermaid"]) == 0
@@ -212,7 +212,7 @@ def test_stack_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: 
 
 
 def test_stack_config_problems_have_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("mesh.stackconfig")
+    pytest.importorskip("wgmesh.mesh.stackconfig")
     data = copy.deepcopy(STACK)
     data["config"]["wgmesh:mesh"]["peers"][1]["vpc_cidr"] = "192.168.10.0/25"  # overlaps zhy's VPC
     stack = write_stack(tmp_path, data)
@@ -242,7 +242,7 @@ def test_readme_mermaid_and_committed_svg_are_current() -> None:
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```mermaid\n(.*?)```", readme, flags=re.DOTALL)
     assert to_mermaid(topology(load_mesh(yaml.safe_load(EXAMPLE.read_text())))) in blocks, (
-        "README's topology block is stale: python -m mesh graph examples/mesh.yaml -f mermaid"
+        "README's topology block is stale: python -m wgmesh.mesh graph examples/mesh.yaml -f mermaid"
     )
     svg = REPO / "docs" / "topology.svg"
     assert "docs/topology.svg" in readme
@@ -250,19 +250,21 @@ def test_readme_mermaid_and_committed_svg_are_current() -> None:
     texts = " ".join(element.text or "" for element in root.iter(f"{SVG_NS}text"))
     node_lines = [line for node in topology(load_mesh(yaml.safe_load(EXAMPLE.read_text()))).nodes for line in (node.name, *node.lines)]
     assert all(line in texts for line in node_lines), (
-        "docs/topology.svg is stale: python -m mesh graph examples/mesh.yaml -o docs/topology.svg"
+        "docs/topology.svg is stale: python -m wgmesh.mesh graph examples/mesh.yaml -o docs/topology.svg"
     )
 
 
 def test_committed_stack_picture_is_current() -> None:
     """docs/stack-zhy.svg shows today's Pulumi.zhy.yaml, grouped by region."""
-    pytest.importorskip("mesh.stackconfig")
-    from mesh.commands.graph import stack_topology
-    from mesh.describe import load_description
+    pytest.importorskip("wgmesh.mesh.stackconfig")
+    from wgmesh.mesh.commands.graph import stack_topology
+    from wgmesh.mesh.describe import load_description
 
     graph = stack_topology(load_description(REPO / "Pulumi.zhy.yaml"))
     root = ET.parse(REPO / "docs" / "stack-zhy.svg").getroot()
     texts = " ".join(element.text or "" for element in root.iter(f"{SVG_NS}text"))
     expected = [place for place, _ in graph.groups if place] + [line for node in graph.nodes for line in (node.name, *node.lines)]
-    assert all(line in texts for line in expected), "docs/stack-zhy.svg is stale: python -m mesh graph --stack zhy -o docs/stack-zhy.svg"
+    assert all(line in texts for line in expected), (
+        "docs/stack-zhy.svg is stale: python -m wgmesh.mesh graph --stack zhy -o docs/stack-zhy.svg"
+    )
     assert "docs/stack-zhy.svg" in (REPO / "README.md").read_text()

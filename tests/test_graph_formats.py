@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mesh.cli import main
-from mesh.commands import graph as graph_command
-from mesh.graph import PNG_SIGNATURE
 from tests.conftest import EXAMPLE
+from wgmesh.mesh.cli import main
+from wgmesh.mesh.commands import graph as graph_command
+from wgmesh.mesh.graph import PNG_SIGNATURE
 
 
 def test_png_output_is_a_png_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -30,7 +30,7 @@ def test_png_output_is_a_png_image(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_png_without_graphviz_is_refused_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("mesh.graph.shutil.which", lambda _name: None)
+    monkeypatch.setattr("wgmesh.mesh.graph.shutil.which", lambda _name: None)
     out = tmp_path / "mesh.png"
     assert main(["graph", str(EXAMPLE), "-o", str(out)]) == 1
     assert "no PNG can be drawn" in capsys.readouterr().err and not out.exists()

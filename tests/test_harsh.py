@@ -1,7 +1,7 @@
 """The mesh on hosts as unfriendly as real ones: the lab's harsh world, which is its default.
 
 One lab of five hosts (h4 and h5 behind NAT, so they talk through a relay), every host with its profile
-(:data:`lab.topology.PROFILES`): h1 and h4 ufw-like (INPUT and FORWARD policy DROP) with root's shell dash and
+(:data:`wgmesh.lab.topology.PROFILES`): h1 and h4 ufw-like (INPUT and FORWARD policy DROP) with root's shell dash and
 uplink ``ens5``, h2 and h5 firewalld-like (a final REJECT) with bash and ``enp0s3``, h3 plain with ``eth0``; every
 profile noisy. Host links carry 9001-byte frames, the internet bridge 1500, and nothing on that path says
 "fragmentation needed". Each test names the point of the harsh-hosts issue it proves; each fails on the code
@@ -32,11 +32,11 @@ from typing import Any
 
 import pytest
 
-from lab import Lab, topology
-from lab.deploy import LabStack, Pinger, UpResult, all_pairs, in_lab, lan_pairs, tunnel_pairs, wg_show, wireguard_pids
-from lab.traffic import iperf
 from tests.conftest import deployed, running_lab
 from tests.test_e2e import static
+from wgmesh.lab import Lab, topology
+from wgmesh.lab.deploy import LabStack, Pinger, UpResult, all_pairs, in_lab, lan_pairs, tunnel_pairs, wg_show, wireguard_pids
+from wgmesh.lab.traffic import iperf
 
 pytestmark = pytest.mark.lab
 

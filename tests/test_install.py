@@ -46,7 +46,8 @@ from typing import Any
 
 import pytest
 
-from hostside.install import (
+from tests.conftest import require_root_netns, require_tools, seeded_keys
+from wgmesh.hostside.install import (
     inner_script,
     install_script,
     uninstall_script,
@@ -54,11 +55,10 @@ from hostside.install import (
     verify_script,
     wait_for_boot_script,
 )
-from mesh import load_mesh
-from mesh.model import Mesh
-from mesh.render import MeshKeys, render_peer_config
-from mesh.wgconf import parse_config
-from tests.conftest import require_root_netns, require_tools, seeded_keys
+from wgmesh.mesh import load_mesh
+from wgmesh.mesh.model import Mesh
+from wgmesh.mesh.render import MeshKeys, render_peer_config
+from wgmesh.mesh.wgconf import parse_config
 
 lab = pytest.mark.lab
 

@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
-from mesh import load_mesh
-from mesh.keys import generate_private_key, private_key_from_seed, public_key
-from mesh.render import render_all, render_peer_config
-from mesh.wgconf import parse_config
 from tests.conftest import require_root_netns, require_tools, seeded_keys
+from wgmesh.mesh import load_mesh
+from wgmesh.mesh.keys import generate_private_key, private_key_from_seed, public_key
+from wgmesh.mesh.render import render_all, render_peer_config
+from wgmesh.mesh.wgconf import parse_config
 
 pytestmark = pytest.mark.interop
 
@@ -68,7 +68,7 @@ def test_wg_genkey_keys_are_already_clamped_like_ours() -> None:
     require_tools("wg")
     for _ in range(3):
         private = run("wg", "genkey").strip()
-        from mesh.keys import decode_key
+        from wgmesh.mesh.keys import decode_key
 
         assert private_key_from_seed(decode_key(private)) == private
 

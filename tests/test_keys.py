@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from mesh.keys import (
+from wgmesh.mesh.keys import (
     PSK_SALT,
     SEED_SALT,
     clamp,
@@ -21,7 +21,7 @@ from mesh.keys import (
     public_key,
     seed_from_text,
 )
-from mesh.render import MeshKeys
+from wgmesh.mesh.render import MeshKeys
 
 # RFC 7748, section 6.1 (Alice).
 RFC7748_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
@@ -95,7 +95,7 @@ def test_mesh_keys_with_public_only_peers() -> None:
 
 
 def test_fast_deriver_equals_the_hkdf_reference() -> None:
-    from mesh.keys import PresharedKeyDeriver
+    from wgmesh.mesh.keys import PresharedKeyDeriver
 
     secret = generate_mesh_secret()
     derive = PresharedKeyDeriver(secret)

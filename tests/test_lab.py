@@ -28,10 +28,10 @@ from typing import Any
 import pytest
 import yaml
 
-from cli.main import main
-from lab import Lab, LabBusy, LabError, topology
-from lab.core import ns_inode, processes_in
 from tests.conftest import require_lab
+from wgmesh.cli.main import main
+from wgmesh.lab import Lab, LabBusy, LabError, topology
+from wgmesh.lab.core import ns_inode, processes_in
 
 pytestmark = pytest.mark.lab
 
@@ -207,7 +207,7 @@ def test_lab_down_leaves_nothing_up_wrote(tmp_path: Path, monkeypatch: pytest.Mo
     try:
         assert "stack file: " + str(tmp_path / "lab-state" / "Pulumi.lab.yaml") in capsys.readouterr().out
         assert not (tmp_path / "Pulumi.lab.yaml").exists(), "the generated stack file stays out of the root"
-        from lab.deploy import ENGINE_DIR
+        from wgmesh.lab.deploy import ENGINE_DIR
 
         workspace = Lab("lab-state").state_dir / ENGINE_DIR
         (workspace / "backend").mkdir(parents=True)
@@ -408,7 +408,7 @@ def test_status_and_exec_through_the_cli(lab: Lab, capsys: pytest.CaptureFixture
 
 
 def test_stack_file_describes_the_hosts_and_validates(lab: Lab, tmp_path: Path) -> None:
-    from mesh.stackconfig import load_stack
+    from wgmesh.mesh.stackconfig import load_stack
 
     document = yaml.safe_load(lab.stack_path.read_text())
     config = document["config"]
@@ -445,7 +445,8 @@ def test_cli_not_root_is_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, capsys
 
 
 def test_cli_missing_tool_is_one_line_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    import lab.core
+    import wgmesh.lab.core  # noqa: F401 (loads it)
+    from wgmesh import lab
 
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(lab.core, "which", lambda tool: None if tool in ("wireguard-go", "sshd") else "/bin/" + tool)

@@ -25,7 +25,10 @@ import pytest
 from tests.conftest import REPO
 
 LOCAL = {"mesh", "hostside", "components", "lab", "cli", "policy", "bench", "tests", "testproviders"}
-# Which top-level names each package may import besides the standard library and itself.
+# Installed, these are wgmesh.<name> (pyproject.toml's package-dir): the top-level names are a consumer's, never ours.
+INSTALLED = {"mesh", "hostside", "components", "lab", "cli"}
+# Which layers each package may import besides the standard library and itself: a third-party top-level name, or
+# for ours the layer (`mesh` stands for wgmesh.mesh).
 ALLOWED = {
     "mesh": {"yaml", "cryptography"},
     "hostside": {"mesh"},
@@ -53,6 +56,11 @@ def forbidden_imports(package: str) -> list[str]:
     for path in sorted((REPO / package).rglob("*.py")):
         for module in sorted(imported_modules(path)):
             top = module.split(".")[0]
+            if top in INSTALLED:
+                found.append(f"{path.relative_to(REPO)}: {module} (installed it is wgmesh.{module})")
+                continue
+            if top == "wgmesh" and "." in module:
+                top = module.split(".")[1]
             if top == package or top == "__future__" or top in ALLOWED[package]:
                 continue
             if top in LOCAL or top not in sys.stdlib_module_names:
@@ -68,23 +76,34 @@ def test_no_layer_imports_one_above_it(package: str) -> None:
 def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     """The walk finds imports inside functions too (the lab commands used to import the lab lazily from mesh/)."""
     source = tmp_path / "x.py"
-    source.write_text("import os\n\ndef f():\n    from lab.deploy import LabStack\n    import pulumi\n")
-    assert imported_modules(source) == {"os", "lab.deploy", "pulumi"}
+    source.write_text("import os\n\ndef f():\n    from wgmesh.lab.deploy import LabStack\n    import pulumi\n")
+    assert imported_modules(source) == {"os", "wgmesh.lab.deploy", "pulumi"}
+
+
+def test_the_check_refuses_the_old_top_level_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An import of an old top-level name finds a consumer's own package, or nothing: the layer check says so."""
+    (tmp_path / "components").mkdir()
+    source = "from mesh.model import Mesh\nfrom wgmesh.mesh.errors import MeshConfigError\n"  # rename: keep
+    (tmp_path / "components" / "x.py").write_text(source)
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert forbidden_imports("components") == ["components/x.py: mesh.model (installed it is wgmesh.mesh.model)"]  # rename: keep
 
 
 def test_importing_the_whole_core_loads_no_pulumi_and_no_lab() -> None:
-    modules = sorted(f"mesh.{path.stem}" for path in (REPO / "mesh").glob("*.py") if path.stem != "__main__")
-    modules += sorted(f"mesh.commands.{path.stem}" for path in (REPO / "mesh" / "commands").glob("*.py"))
+    modules = sorted(f"wgmesh.mesh.{path.stem}" for path in (REPO / "mesh").glob("*.py") if path.stem != "__main__")
+    modules += sorted(f"wgmesh.mesh.commands.{path.stem}" for path in (REPO / "mesh" / "commands").glob("*.py"))
     code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint('\\n'.join(sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60, check=True).stdout.split()
-    assert "mesh.cli" in loaded
-    above = sorted(name for name in loaded if name.split(".")[0] in {"pulumi", "lab", "components", "cli", "hostside"})
+    assert "wgmesh.mesh.cli" in loaded
+    above = sorted(
+        name for name in loaded if name.removeprefix("wgmesh.").split(".")[0] in {"pulumi", "lab", "components", "cli", "hostside"}
+    )
     assert above == []
 
 
 def test_python_m_mesh_has_the_offline_commands_and_wgmesh_has_all() -> None:
-    from cli.main import build_parser as wgmesh_parser
-    from mesh.cli import build_parser as core_parser
+    from wgmesh.cli.main import build_parser as wgmesh_parser
+    from wgmesh.mesh.cli import build_parser as core_parser
 
     def commands(parser) -> set[str]:
         return set(next(action.choices for action in parser._actions if hasattr(action, "choices") and action.choices))

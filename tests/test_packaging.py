@@ -66,6 +66,7 @@ def test_the_tests_run_against_the_pinned_versions() -> None:
         assert installed == version, f"{name}: installed {installed}, constraints.txt pins {version}; run ./dev setup"
 
 
+@pytest.mark.network
 @pytest.mark.skipif(os.environ.get("WGMESH_SKIP_NETWORK_INSTALL") == "1", reason="WGMESH_SKIP_NETWORK_INSTALL=1")
 def test_a_fresh_checkout_gets_a_working_virtualenv_the_way_pulumi_makes_it(tmp_path: Path) -> None:
     """What Pulumi's pip toolchain does on a fresh clone: a new venv, ``pip install -r requirements.txt``; then the
@@ -86,7 +87,7 @@ def test_a_fresh_checkout_gets_a_working_virtualenv_the_way_pulumi_makes_it(tmp_
     )
     assert install.returncode == 0, install.stderr[-2000:]
     probe = (
-        "import pulumi, pulumi_aws, pulumi_command, pulumi_random, mesh, components\n"
+        "import pulumi, pulumi_aws, pulumi_command, pulumi_random, wgmesh.mesh, wgmesh.components\n"
         "from importlib import metadata\n"
         "print(metadata.version('pulumi'))"
     )

@@ -24,10 +24,10 @@ CHILD_TIMEOUT = 90
 PROLOGUE = """
 import json, sys, time
 import pulumi, pulumi_aws as aws
-from components import AwsHostArgs, MeshArgs, MeshComponent, WireGuardPeer, WireGuardPeerArgs
-from components import peer as peer_module
+from wgmesh.components import AwsHostArgs, MeshArgs, MeshComponent, WireGuardPeer, WireGuardPeerArgs
+from wgmesh.components import peer as peer_module
 from tests.mock_program import RecordingMocks
-from mesh.validation import load_mesh
+from wgmesh.mesh.validation import load_mesh
 
 mocks = RecordingMocks()
 
@@ -82,7 +82,7 @@ def test_a_peer_given_to_no_mesh_fails_naming_itself_and_the_fix_instead_of_hang
     )
     error = outcome.get("error", "")
     assert "WireGuardPeer 'lonely' was not given to a MeshComponent within 1 s of its creation" in error, outcome
-    assert "MeshArgs.peers" in error and "WireGuardPeerArgs.admit_wireguard_from" in error and "components.Mesh" in error, error
+    assert "MeshArgs.peers" in error and "WireGuardPeerArgs.admit_wireguard_from" in error and "wgmesh.components.Mesh" in error, error
     print(f"unadmitted peer refused after {seconds:.1f} s (child process, admission_timeout 1 s)")
 
 
@@ -156,7 +156,7 @@ def test_an_external_peer_refuses_sources_to_admit() -> None:
     """It has no security group: sources given to it would be silently ignored."""
     outcome, _ = run_child(
         """
-        from components import ExternalHostArgs
+        from wgmesh.components import ExternalHostArgs
 
         def program():
             host = ExternalHostArgs(ssh_host="198.51.100.9")

@@ -229,8 +229,8 @@ def test_user_data_without_secrets_passes(text: str) -> None:
 
 
 def test_wgmesh_user_data_passes() -> None:
-    """The user data the components really send (hostside.install.user_data_script)."""
-    install = pytest.importorskip("hostside.install")
+    """The user data the components really send (wgmesh.hostside.install.user_data_script)."""
+    install = pytest.importorskip("wgmesh.hostside.install")
     text = install.user_data_script()
     assert check(rules.no_secrets_in_user_data, rules.INSTANCE, good_instance(userData=text)) == []
 

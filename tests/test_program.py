@@ -15,11 +15,6 @@ from unittest import mock
 import pulumi
 import pytest
 
-from hostside.install import install_script, uninstall_script, user_data_script
-from lab import topology
-from mesh.keys import public_key
-from mesh.render import config_digest
-from mesh.wgconf import parse_config
 from tests.mock_program import short_name
 from tests.program_harness import (
     REPO,
@@ -31,6 +26,11 @@ from tests.program_harness import (
     stack_config,
     synthetic_stack,
 )
+from wgmesh.hostside.install import install_script, uninstall_script, user_data_script
+from wgmesh.lab import topology
+from wgmesh.mesh.keys import public_key
+from wgmesh.mesh.render import config_digest
+from wgmesh.mesh.wgconf import parse_config
 
 ZHY_FILE = stack_config(REPO / "Pulumi.zhy.yaml")
 # The tests read the configs the stack would install: exported on request (by default, public facts only).
@@ -295,8 +295,8 @@ def test_keys_and_configs_are_secret_outputs() -> None:
     seen: dict[str, bool] = {}
 
     def program() -> pulumi.Output[Any]:
-        from components.stack import deploy_stack
-        from mesh.stackconfig import load_stack
+        from wgmesh.components.stack import deploy_stack
+        from wgmesh.mesh.stackconfig import load_stack
 
         deployed = deploy_stack(load_stack(ZHY["wgmesh:mesh"]), ssh_private_key="key")
 
@@ -440,7 +440,7 @@ def test_a_new_bootstrap_replaces_or_reboots_no_running_instance_and_a_new_peer_
     """
     with resource_options() as before_options:
         before = run_program(ZHY)
-    with mock.patch("components.peer.user_data_script", return_value=NEW_BOOTSTRAP), resource_options() as after_options:
+    with mock.patch("wgmesh.components.peer.user_data_script", return_value=NEW_BOOTSTRAP), resource_options() as after_options:
         after = run_program(_four_peers())
     for peer in ("zhy", "bjs"):
         name = f"{peer}-instance"
@@ -454,7 +454,7 @@ def test_a_new_bootstrap_replaces_or_reboots_no_running_instance_and_a_new_peer_
 
     rebuilt = _four_peers()
     rebuilt["wgmesh:mesh"]["peers"][1]["rebuild"] = True
-    with mock.patch("components.peer.user_data_script", return_value=NEW_BOOTSTRAP), resource_options() as options:
+    with mock.patch("wgmesh.components.peer.user_data_script", return_value=NEW_BOOTSTRAP), resource_options() as options:
         run_program(rebuilt)
     assert options["bjs-instance"].ignore_changes == []  # bjs alone takes the new bootstrap, as a new instance
     assert options["bjs-instance"].delete_before_replace is True
@@ -600,8 +600,8 @@ def test_a_peer_joining_edits_the_others_security_groups_in_place(zhy: ProgramRu
 
 def test_the_component_takes_the_ami_owner_from_its_providers_partition() -> None:
     """WireGuardPeer used directly, with a China provider and no ami_owner: Canonical's account in aws-cn."""
-    from components import AwsHostArgs, MeshArgs, MeshComponent, WireGuardPeer, WireGuardPeerArgs
-    from mesh.validation import load_mesh
+    from wgmesh.components import AwsHostArgs, MeshArgs, MeshComponent, WireGuardPeer, WireGuardPeerArgs
+    from wgmesh.mesh.validation import load_mesh
 
     mocks = RecordingMocks()
     regions = {"p-cn": "cn-north-1", "p-eu": "eu-west-1"}

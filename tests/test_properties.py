@@ -13,12 +13,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mesh import load_mesh
-from mesh.addressing import allocate
-from mesh.awsplan import summarize
-from mesh.render import MeshKeys, build_peer_config, forwarding_rules, header_for, render_all, render_peer_config
-from mesh.wgconf import WgConfig, WgPeerSection, format_config, parse_config
 from tests.conftest import seeded_keys
+from wgmesh.mesh import load_mesh
+from wgmesh.mesh.addressing import allocate
+from wgmesh.mesh.awsplan import summarize
+from wgmesh.mesh.render import MeshKeys, build_peer_config, forwarding_rules, header_for, render_all, render_peer_config
+from wgmesh.mesh.wgconf import WgConfig, WgPeerSection, format_config, parse_config
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -231,7 +231,7 @@ def test_adding_a_peer_to_a_pinned_mesh_moves_nobody(raw: dict[str, Any], newcom
     assert all(peer.addresses == mesh.peer(peer.name).addresses for peer in smaller.peers)
 
 
-# --- route summaries (mesh.awsplan) -------------------------------------------------------------------------------
+# --- route summaries (wgmesh.mesh.awsplan) -------------------------------------------------------------------------------
 
 
 @given(

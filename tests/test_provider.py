@@ -26,7 +26,7 @@ SNAPSHOT = REPO / "tests" / "snapshots" / "wgmesh.schema.json"
 
 
 def pulumi_cli() -> str:
-    from lab.engine import EngineMissing, find_cli
+    from wgmesh.lab.engine import EngineMissing, find_cli
 
     try:
         return str(find_cli())
@@ -61,25 +61,25 @@ def test_the_schema_the_engine_reads_is_the_committed_snapshot(tmp_path: Path) -
 def analyzed() -> Any:
     from pulumi.provider.experimental.component import ComponentProvider
 
-    from components.provider import Mesh
+    from wgmesh.components.provider import Mesh
 
     return ComponentProvider([Mesh], "wgmesh", None, "0.0.0")
 
 
 def test_upstream_integers_still_arrive_as_floats() -> None:
-    """UPSTREAM (components.provider.plain_numbers): when this fails, the SDK converts integers: drop the workaround."""
+    """UPSTREAM (wgmesh.components.provider.plain_numbers): when this fails, the SDK converts integers: drop the workaround."""
     provider = analyzed()
     mapped = provider.map_inputs(
         {"listenPort": 51820.0, "peers": [{"name": "a", "kind": "external", "sshPort": 22.0}]}, provider._component_defs["Mesh"]
     )
     assert isinstance(mapped["listen_port"], float) or isinstance(mapped["peers"][0]["ssh_port"], float)
-    from components.provider import plain_numbers
+    from wgmesh.components.provider import plain_numbers
 
     assert plain_numbers(mapped) == {"listen_port": 51820, "peers": [{"name": "a", "kind": "external", "ssh_port": 22}]}
 
 
 def test_upstream_nested_output_keys_still_keep_their_python_spelling() -> None:
-    """UPSTREAM (components.provider.camel_keys): when this fails, nested keys are renamed upstream: drop the workaround."""
+    """UPSTREAM (wgmesh.components.provider.camel_keys): when this fails, nested keys are renamed upstream: drop the workaround."""
     provider = analyzed()
 
     class Instance:
@@ -87,13 +87,13 @@ def test_upstream_nested_output_keys_still_keep_their_python_spelling() -> None:
 
     state = provider.get_state(Instance(), provider._component_defs["Mesh"])
     assert state["verification"]["h1"] == {"ok": True, "handshake_age": 3}
-    from components.provider import camel_keys
+    from wgmesh.components.provider import camel_keys
 
     assert camel_keys(Instance.verification) == {"h1": {"ok": True, "handshakeAge": 3}}
 
 
 def test_upstream_the_analyzer_still_cannot_mark_an_input_secret() -> None:
-    """UPSTREAM (components.provider.schema_secrets): when this fails, the analyzer marks secrets: drop the patch."""
+    """UPSTREAM (wgmesh.components.provider.schema_secrets): when this fails, the analyzer marks secrets: drop the patch."""
     from pulumi.provider.experimental.schema import generate_schema
 
     provider = analyzed()
@@ -110,7 +110,7 @@ def test_upstream_package_add_does_not_install_a_python_plugins_dependencies() -
 
 def run_component(args: dict[str, Any]) -> tuple[dict[str, Any], RecordingMocks]:
     """The package's Mesh under mocks, with ``args`` as the engine would map them; its outputs."""
-    from components.provider import Mesh
+    from wgmesh.components.provider import Mesh
 
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="wgmesh-yaml", stack="test", preview=False)
@@ -151,7 +151,7 @@ def test_the_package_builds_the_mesh_from_plain_args_with_prefixed_children() ->
 
 
 def test_errors_name_the_consumers_camel_case_fields() -> None:
-    from components.provider import Mesh
+    from wgmesh.components.provider import Mesh
 
     pulumi.runtime.set_mocks(RecordingMocks(), project="wgmesh-yaml", stack="test", preview=False)
     bad = [{"name": "a", "kind": "aws", "region": "eu-west-1", "vpc_cidr": "10.0.0.0/33", "key_name": "ops"}, dict(EXTERNALS[0], name="c")]
@@ -164,4 +164,4 @@ def test_errors_name_the_consumers_camel_case_fields() -> None:
 @pytest.mark.skipif(shutil.which("sh") is None, reason="the launcher is a shell script")
 def test_the_launcher_runs_the_provider_module() -> None:
     text = LAUNCHER.read_text()
-    assert "-m components.provider" in text and "WGMESH_PYTHON" in text
+    assert "-m wgmesh.components.provider" in text and "WGMESH_PYTHON" in text

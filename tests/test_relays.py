@@ -1,4 +1,4 @@
-"""Relays for pairs of peers that are both behind NAT: the choice (mesh.relays), its validation and its rendering.
+"""Relays for pairs of peers that are both behind NAT: the choice (wgmesh.mesh.relays), its validation and its rendering.
 
 The choice is rendezvous hashing, so the properties that matter are movement bounds: removing a relay moves only
 the pairs it relayed, adding a public peer moves only pairs to the newcomer (about 1/N of them), and nothing
@@ -18,14 +18,14 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hostside.install import verify_script
-from mesh import MeshConfigError, load_mesh
-from mesh.cli import main
-from mesh.graph import to_dot, to_mermaid, topology
-from mesh.relays import choose_relay, rendezvous_score
-from mesh.render import forwarding_rules, render_all
-from mesh.wgconf import parse_config
 from tests.conftest import seeded_keys
+from wgmesh.hostside.install import verify_script
+from wgmesh.mesh import MeshConfigError, load_mesh
+from wgmesh.mesh.cli import main
+from wgmesh.mesh.graph import to_dot, to_mermaid, topology
+from wgmesh.mesh.relays import choose_relay, rendezvous_score
+from wgmesh.mesh.render import forwarding_rules, render_all
+from wgmesh.mesh.wgconf import parse_config
 
 NAME = st.from_regex(r"[a-z][a-z0-9]{0,7}", fullmatch=True)
 # Disjoint sets of names behind NAT and with endpoints, drawn together so that no name is in both.

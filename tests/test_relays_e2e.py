@@ -3,7 +3,7 @@
 The lab is dual stack (IPv4 and IPv6 tunnel networks and LANs; the NAT routers are IPv4 only, so h4 and h5 have
 no IPv6 underlay), so the same lab proves the relay for both families.
 
-Each deploy is :meth:`lab.deploy.LabStack.up` (the real program through the real Pulumi engine, its install and
+Each deploy is :meth:`wgmesh.lab.deploy.LabStack.up` (the real program through the real Pulumi engine, its install and
 verify commands run over SSH on the lab hosts), then checked from inside the namespaces:
 
 * h4 and h5 sit behind NAT routers of their own (neither can reach the other's): the stack exports the pair and
@@ -28,10 +28,10 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from lab import Lab, topology
-from lab.deploy import LabStack, Pinger, UpResult, all_pairs, in_lab, lan_pairs, tunnel_pairs, wg_show
-from mesh.relays import choose_relay
 from tests.conftest import deployed, engine_stack, require_tools, running_lab
+from wgmesh.lab import Lab, topology
+from wgmesh.lab.deploy import LabStack, Pinger, UpResult, all_pairs, in_lab, lan_pairs, tunnel_pairs, wg_show
+from wgmesh.mesh.relays import choose_relay
 
 HOSTS = ("h1", "h2", "h3", "h4", "h5")
 PUBLIC = ("h1", "h2", "h3")

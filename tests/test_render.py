@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from mesh import load_mesh
-from mesh.render import forwarding_rules, render_all, render_peer_config
-from mesh.wgconf import parse_config
 from tests.conftest import seeded_keys
+from wgmesh.mesh import load_mesh
+from wgmesh.mesh.render import forwarding_rules, render_all, render_peer_config
+from wgmesh.mesh.wgconf import parse_config
 
 
 def hooks(raw: dict[str, Any], name: str) -> tuple[list[str], list[str]]:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from mesh.awsplan import AwsQuotas
-from mesh.errors import MeshConfigError
-from mesh.model import Endpoint
-from mesh.stackconfig import load_stack, resolve_endpoints
+from wgmesh.mesh.awsplan import AwsQuotas
+from wgmesh.mesh.errors import MeshConfigError
+from wgmesh.mesh.model import Endpoint
+from wgmesh.mesh.stackconfig import load_stack, resolve_endpoints
 
 BASE: dict[str, Any] = {
     "network": "10.255.0.0/24",

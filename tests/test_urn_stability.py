@@ -5,7 +5,8 @@ tests.urn_recorder`` in that checkout): each resource's URN, provider and a dige
 stack and a mixed one (AWS, external, one behind NAT). Today's program registers under the mocks again, and each old
 resource must be exactly one new resource, by URN or by an alias (given, or inherited from a parent's alias, as the
 engine computes them), with the same provider and, but for the rendered configs and scripts (:data:`RENDERED`), the
-same inputs: the engine then shows no create, delete or replace. The lab proves the same through the real engine for external peers (``tests/test_yaml_example.py``).
+same inputs: the engine then shows no create, delete or replace. The lab proves the same through the real engine
+for external peers (``tests/test_yaml_example.py``).
 """
 
 from __future__ import annotations

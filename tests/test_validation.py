@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from mesh import MeshConfigError, load_mesh
 from tests.conftest import seeded_private_key
+from wgmesh.mesh import MeshConfigError, load_mesh
 
 
 def issues_of(raw: Any, **kwargs: Any) -> dict[str, str]:
@@ -155,7 +155,7 @@ def test_bad_key_material(three_peers: dict[str, Any]) -> None:
 
 
 def test_public_key_not_matching_private_key(three_peers: dict[str, Any]) -> None:
-    from mesh.keys import public_key
+    from wgmesh.mesh.keys import public_key
 
     three_peers["peers"][0]["private_key"] = seeded_private_key("zhy")
     three_peers["peers"][0]["public_key"] = public_key(seeded_private_key("other"))

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from mesh import load_mesh
-from mesh.keys import public_key
-from mesh.render import MeshKeys, build_peer_config, config_digest, forwarding_rules, render_all, render_peer_config
-from mesh.wgconf import ConfigSyntaxError, WgConfig, WgPeerSection, format_config, parse_config
 from tests.conftest import seeded_keys
+from wgmesh.mesh import load_mesh
+from wgmesh.mesh.keys import public_key
+from wgmesh.mesh.render import MeshKeys, build_peer_config, config_digest, forwarding_rules, render_all, render_peer_config
+from wgmesh.mesh.wgconf import ConfigSyntaxError, WgConfig, WgPeerSection, format_config, parse_config
 
 
 def render(raw: dict[str, Any], name: str, **kwargs: Any) -> WgConfig:

@@ -40,8 +40,8 @@ class YamlProject:
     """The example copied into ``directory`` (the plugin path made absolute), run with the CLI in a private workspace."""
 
     def __init__(self, directory: Path) -> None:
-        from lab.engine import find_cli
         from testproviders import install_shims
+        from wgmesh.lab.engine import find_cli
 
         cli = find_cli()
         if not (cli.parent / "pulumi-language-yaml").exists() and shutil.which("pulumi-language-yaml") is None:

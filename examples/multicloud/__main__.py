@@ -8,7 +8,7 @@ The providers are this project's own (one per region); the mesh puts every resou
 import pulumi
 import pulumi_aws as aws
 
-from components import Mesh
+from wgmesh.components import Mesh
 
 config = pulumi.Config()
 key = config.require("sshPublicKey")

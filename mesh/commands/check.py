@@ -1,4 +1,4 @@
-"""``python -m mesh check FILE``: validate a mesh description and print every problem, or a summary of the mesh.
+"""``python -m wgmesh.mesh check FILE``: validate a mesh description and print every problem, or a summary of the mesh.
 
 Read-only: it never creates or changes the key file; it reads it (if there is one) only to show the tunnel
 addresses a previous ``render`` pinned, so that ``check`` shows exactly the addresses ``render`` would use.
@@ -10,12 +10,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mesh.cli import EXIT_OK
-from mesh.describe import Description, build_mesh, load_description
-from mesh.keys import public_key
-from mesh.model import Mesh
-from mesh.relays import CLEARTEXT_NOTE, relayed_pairs
-from mesh.statefile import KeyFile, default_keyfile_path, read_keyfile
+from wgmesh.mesh.cli import EXIT_OK
+from wgmesh.mesh.describe import Description, build_mesh, load_description
+from wgmesh.mesh.keys import public_key
+from wgmesh.mesh.model import Mesh
+from wgmesh.mesh.relays import CLEARTEXT_NOTE, relayed_pairs
+from wgmesh.mesh.statefile import KeyFile, default_keyfile_path, read_keyfile
 
 EPILOG = "Exit codes: 0 the mesh is valid, 1 it is not (every problem is printed, with file:line), 2 bad command line."
 
@@ -82,7 +82,7 @@ def summary(description: Description, mesh: Mesh, keyfile: KeyFile, keys_path: P
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     if unpinned:
-        lines.append(f"* allocated now; `python -m mesh render` pins it in {keys_path} so that it never moves")
+        lines.append(f"* allocated now; `python -m wgmesh.mesh render` pins it in {keys_path} so that it never moves")
     lines += relay_lines(mesh)
     return "\n".join(lines)
 

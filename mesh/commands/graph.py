@@ -1,7 +1,7 @@
-"""``python -m mesh graph FILE``: draw the mesh like ``kgctl graph``, as Graphviz DOT, SVG or Mermaid text.
+"""``python -m wgmesh.mesh graph FILE``: draw the mesh like ``kgctl graph``, as Graphviz DOT, SVG or Mermaid text.
 
 FILE is a mesh description (``examples/mesh.yaml``) or a Pulumi stack config (``Pulumi.<stack>.yaml``, whose
-``wgmesh:mesh`` key is read with the program's own parser, :func:`mesh.stackconfig.load_stack`); ``--stack NAME``
+``wgmesh:mesh`` key is read with the program's own parser, :func:`wgmesh.mesh.stackconfig.load_stack`); ``--stack NAME``
 is short for ``Pulumi.NAME.yaml``. A stack config also says where each peer runs, so its picture groups the peers
 by cloud and region. Read-only, like ``check``: the key file is only read, for the addresses ``render`` pinned.
 """
@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mesh.cli import EXIT_OK, UserError
-from mesh.describe import Description, build_mesh, load_description
-from mesh.errors import ConfigIssue, MeshConfigError
-from mesh.graph import GraphvizError, Place, Topology, to_dot, to_mermaid, to_png, to_svg, topology
-from mesh.statefile import default_keyfile_path, read_keyfile
+from wgmesh.mesh.cli import EXIT_OK, UserError
+from wgmesh.mesh.describe import Description, build_mesh, load_description
+from wgmesh.mesh.errors import ConfigIssue, MeshConfigError
+from wgmesh.mesh.graph import GraphvizError, Place, Topology, to_dot, to_mermaid, to_png, to_svg, topology
+from wgmesh.mesh.statefile import default_keyfile_path, read_keyfile
 
 FORMATS = ("dot", "svg", "png", "mermaid")
 SUFFIXES = {".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png", ".mmd": "mermaid", ".mermaid": "mermaid"}
@@ -27,9 +27,9 @@ EPILOG = (
     "Exit codes: 0 picture written, 1 the description is invalid, a file cannot be read or written, or Graphviz's "
     "`dot` (needed for SVG and PNG only) is missing, 2 bad command line.\n\n"
     "Examples:\n"
-    "  python -m mesh graph examples/mesh.yaml -o docs/topology.svg\n"
-    "  python -m mesh graph examples/mesh.yaml --format mermaid     # paste into a README\n"
-    "  python -m mesh graph --stack zhy -o mesh.png                   # Pulumi.zhy.yaml, drawn by Graphviz"
+    "  python -m wgmesh.mesh graph examples/mesh.yaml -o docs/topology.svg\n"
+    "  python -m wgmesh.mesh graph examples/mesh.yaml --format mermaid     # paste into a README\n"
+    "  python -m wgmesh.mesh graph --stack zhy -o mesh.png                   # Pulumi.zhy.yaml, drawn by Graphviz"
 )
 
 
@@ -138,7 +138,7 @@ def is_stack_config(raw: Any) -> bool:
 
 def stack_topology(description: Description, *, title: str | None = None) -> Topology:
     """The picture of a stack config's mesh, grouped by cloud and region; problems listed with their lines."""
-    from mesh.stackconfig import CONFIG_KEY, load_stack
+    from wgmesh.mesh.stackconfig import CONFIG_KEY, load_stack
 
     config = description.raw["config"]
     if CONFIG_KEY not in config:

@@ -1,4 +1,4 @@
-"""``python -m mesh render FILE --out DIR``: one wg-quick ``<peer>.conf`` per peer, mode 0600, like
+"""``python -m wgmesh.mesh render FILE --out DIR``: one wg-quick ``<peer>.conf`` per peer, mode 0600, like
 ``wg-meshconf genconfig``, but from a validated YAML description and byte-stable across runs.
 
 Keys the description leaves out are generated once and kept, with the mesh secret and every peer's tunnel
@@ -13,10 +13,10 @@ import argparse
 import os
 from pathlib import Path
 
-from mesh.cli import EXIT_OK, UserError
-from mesh.describe import build_mesh, load_description
-from mesh.render import render_peer_config
-from mesh.statefile import default_keyfile_path, format_keyfile, read_keyfile, resolve_keys, write_secret_file
+from wgmesh.mesh.cli import EXIT_OK, UserError
+from wgmesh.mesh.describe import build_mesh, load_description
+from wgmesh.mesh.render import render_peer_config
+from wgmesh.mesh.statefile import default_keyfile_path, format_keyfile, read_keyfile, resolve_keys, write_secret_file
 
 EPILOG = (
     "Exit codes: 0 configs written, 1 the description, key file or output directory is unusable (nothing is written "
