@@ -45,10 +45,11 @@ def iperf(
     reverse: bool = False,
     timeout: float = 30.0,
     port: int = PORT,
+    mss: int | None = None,
 ) -> Transfer:
     """``size`` bytes over TCP from ``client`` to the iperf3 server started in ``server`` at ``address`` (with
     ``reverse``, from the server to the client), within ``timeout`` seconds: a transfer that stalls (a PMTUD black
-    hole) ends as not ok instead of hanging."""
+    hole) ends as not ok instead of hanging. ``mss`` sets the client's TCP MSS."""
     label = label or f"{client} -> {server}{' (reverse)' if reverse else ''}"
     listener = subprocess.Popen(
         lab.exec_argv(server, ["iperf3", "-s", "-1", "-p", str(port), "-B", address]),
@@ -60,6 +61,7 @@ def iperf(
     try:
         argv = ["iperf3", "-c", address, "-p", str(port), "-n", str(size), "-J", "--connect-timeout", "3000"]
         argv += ["-R", "--rcv-timeout", str(int(timeout * 1000))] if reverse else []
+        argv += ["-M", str(mss)] if mss else []
         deadline = started + timeout
         while True:
             try:
