@@ -28,9 +28,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.lab import lab_bench_parser, lab_missing
-from lab import Lab
-from lab.deploy import LabStack
-from lab.traffic import Transfer, iperf
+from wgmesh.lab import Lab
+from wgmesh.lab.deploy import LabStack
+from wgmesh.lab.traffic import Transfer, iperf
 
 HOSTS = ("h1", "h2", "h3", "h4", "h5")
 SETTINGS = {"1420 (default)": None, "1380 (mtu: 1380)": 1380, "8921 (none rendered)": 8921}
