@@ -82,7 +82,7 @@ def world(harsh: bool, size: int, timeout: float, repeat: int, root: Path) -> di
     lab = Lab(root / ("harsh" if harsh else "gentle"))
     lab.up(len(HOSTS), nat_peer=2, harsh=harsh, wait=240)
     try:
-        stack = LabStack(lab, command_timeout=180)
+        stack = LabStack(lab)
         figures: dict[str, Any] = {"underlay": underlay(lab, size, timeout, repeat)}
         for label, mtu in SETTINGS.items():
             if mtu == 8921 and not harsh:

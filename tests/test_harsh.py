@@ -60,7 +60,7 @@ def pristine(lab: Lab) -> dict[str, dict[str, dict[str, list[str]]]]:
 
 @pytest.fixture(scope="module")
 def stack(lab: Lab, pristine: Any) -> LabStack:
-    return LabStack(lab, command_timeout=180)
+    return LabStack(lab)
 
 
 def firewall(lab: Lab, name: str) -> dict[str, dict[str, list[str]]]:
