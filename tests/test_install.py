@@ -46,7 +46,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require_root_netns, require_tools, seeded_keys
+from tests.conftest import require_root_netns, require_tools, seeded_keys, seeded_private_key
 from wgmesh.hostside.install import (
     inner_script,
     install_script,
@@ -748,3 +748,25 @@ def test_verify_json_survives_odd_names_and_a_missing_interface(lab_net: Lab) ->
     report = json.loads(run.stdout)
     expected = {"handshake": False, "ping": False, "rtt_ms": None, "addresses": {"10.255.0.99": {"ping": False, "rtt_ms": None}}}
     assert report["ok"] is False and report["peers"] == {odd: expected}
+
+
+@lab
+def test_a_rotated_key_handshakes_at_once_whichever_side_applies_first(lab_net: Lab) -> None:
+    """b rotates its key; a applies its new config first (a's new peer entry for b initiates at once and fails:
+    b still has its old key, and WireGuard then waits 5 s, REKEY_TIMEOUT, before a retries). When b applies, it
+    must sync its peers (the new preshared key) before its new private key and then start a handshake itself: the
+    tunnel answers within a second of b's install, instead of when a's 5 s are up."""
+    mesh = mesh_of("a", "b")
+    for host in ("a", "b"):
+        install_ok(lab_net, host, render_peer_config(mesh, host, KEYS))
+    assert lab_net.ping("a", "10.255.0.2")
+    rotated = MeshKeys({**KEYS.private_keys, "b": seeded_private_key("b", "rotated")}, KEYS.mesh_secret)
+    install_ok(lab_net, "a", render_peer_config(mesh, "a", rotated))
+    assert not lab_net.ping("a", "10.255.0.2", count=1), "a's first handshake with the new key must fail (b is not updated)"
+    run = install_ok(lab_net, "b", render_peer_config(mesh, "b", rotated))
+    assert "handshakes started with 1" in run.stdout, run.stdout
+    answered = subprocess.run(
+        ["ip", "netns", "exec", lab_net.namespaces["a"], "ping", "-c", "1", "-W", "1", "10.255.0.2"], capture_output=True, timeout=10
+    )
+    assert answered.returncode == 0, "no tunnel within a second of b's install: a waits out REKEY_TIMEOUT"
+    assert lab_net.dump("a") == expected_dump(mesh, rotated, "a") and lab_net.dump("b") == expected_dump(mesh, rotated, "b")

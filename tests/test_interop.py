@@ -229,8 +229,8 @@ def test_postup_is_idempotent_and_postdown_removes_every_rule(netns: str, three_
             if line.startswith("*"):
                 table = found.setdefault(line, [])
             elif not line.startswith(("#", "COMMIT")):
-                table.append(line)
-        return {name: lines for name, lines in found.items() if any(not line.endswith("ACCEPT [0:0]") for line in lines)}
+                table.append(re.sub(r" \[\d+:\d+\]$", "", line))  # without the packet counters
+        return {name: lines for name, lines in found.items() if any(not re.match(r"^:[A-Z]+ ACCEPT$", line) for line in lines)}
 
     assert {binary: tables(text) for binary, text in after.items()} == {binary: tables(text) for binary, text in before.items()}
 
