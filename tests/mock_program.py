@@ -157,6 +157,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return matches[0]
 
 
+FAKE_SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nwgmesh-test-key-not-real\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
 @dataclass
 class ProgramRun:
     """A finished run: the mocks (with every resource), the exports' values, and which exports are secret."""
@@ -178,13 +181,14 @@ def run_program(
 ) -> ProgramRun:
     """Run ``__main__.py`` for a stack whose config is ``config`` (as in ``Pulumi.<stack>.yaml``).
 
-    ``secrets`` are secret config values (``pulumi config set --secret``); none by default (the lab stack names its
-    key by ``wgmesh:sshPrivateKeyPath``). Exceptions the program or the mocks raise (a ``pulumi.RunError`` for bad
-    config, a failed command) propagate.
+    ``secrets`` are secret config values (``pulumi config set --secret``); by default a fake ``wgmesh:sshPrivateKey``.
+    Exceptions the program or the mocks raise (a ``pulumi.RunError`` for bad config) propagate.
     """
     mocks = mocks or RecordingMocks()
     values = {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
-    secret_values = dict(secrets or {})
+    # The mock tests never connect anywhere: a fake key stands in for the secret sshPrivateKey unless `secrets` says
+    # otherwise (`secrets={}`: no secret at all).
+    secret_values = {"wgmesh:sshPrivateKey": FAKE_SSH_KEY} if secrets is None else dict(secrets)
     values.update(secret_values)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview)
     pulumi.runtime.set_all_config(values, secret_keys=list(secret_values))

@@ -1,14 +1,13 @@
-"""The program harness for the mock tests: :mod:`tests.mock_program`, with a fake SSH key as the default secret,
+"""The program harness for the mock tests: :mod:`tests.mock_program` (a fake SSH key as the default secret),
 plus :func:`synthetic_stack` for size tests and benchmarks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from tests.mock_program import (
+    FAKE_SSH_KEY,
     PROGRAM,
     REPO,
     SECRET_SIG_KEY,
@@ -18,9 +17,9 @@ from tests.mock_program import (
     Registered,
     fake_public_ip,
     is_secret_value,
+    run_program,
     unwrap_secrets,
 )
-from tests.mock_program import run_program as _run_program
 from wgmesh.lab.deploy import stack_config
 
 __all__ = [
@@ -40,32 +39,6 @@ __all__ = [
     "synthetic_stack",
     "unwrap_secrets",
 ]
-
-FAKE_SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nwgmesh-test-key-not-real\n-----END OPENSSH PRIVATE KEY-----\n"
-
-
-def run_program(
-    config: Mapping[str, Any],
-    *,
-    stack: str = "zhy",
-    mocks: RecordingMocks | None = None,
-    secrets: Mapping[str, str] | None = None,
-    preview: bool = False,
-    program: Path = PROGRAM,
-    project: str = "wgmesh",
-) -> ProgramRun:
-    """:func:`tests.mock_program.run_program`, with ``wgmesh:sshPrivateKey`` set to a fake key unless ``secrets`` is given
-    (the mock tests never connect anywhere; ``secrets={}`` runs with no secret at all)."""
-    return _run_program(
-        config,
-        stack=stack,
-        mocks=mocks,
-        secrets={"wgmesh:sshPrivateKey": FAKE_SSH_KEY} if secrets is None else secrets,
-        preview=preview,
-        program=program,
-        project=project,
-    )
-
 
 REGIONS = ("cn-northwest-1", "cn-north-1", "eu-west-1")
 
