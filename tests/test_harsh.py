@@ -243,9 +243,13 @@ def kill_sshd(lab: Lab, name: str) -> None:
         time.sleep(0.1)
 
 
-def test_a_host_that_is_down_fails_the_run_by_name_and_the_next_run_converges(lab: Lab, stack: LabStack) -> None:
+def test_a_host_that_is_down_fails_the_run_by_name_and_the_next_run_converges(
+    lab: Lab, stack: LabStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     up(stack, BASE)
     kill_sshd(lab, "h2")
+    # The program's 30 dial attempts, 1 s apart at most instead of pulumi-command's 5 s (about 113 s): same failure.
+    monkeypatch.setenv("WGMESH_TEST_MAX_DIAL_PAUSE", "1")
     failed = stack.up(stack.config(BASE, peer_settings={"h3": {"key_version": 3}}))  # every peer's config changes
     assert not failed.ok and set(failed.failures) == {"h2-install"}, (failed.actions, failed.error)
     assert failed.error and "h2-install" in failed.error
