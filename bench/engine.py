@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
@@ -36,12 +35,6 @@ from wgmesh.lab.deploy import LabStack, UpResult
 # The stand-in's connect time (a deploy of N peers from empty, verified) and add-a-peer time, from bench/lab.py's
 # last run on it (docs/performance.md, "The lab").
 STAND_IN = {3: {"up_s": 3.1, "add_s": 2.6}, 10: {"up_s": 6.1, "add_s": 6.6}, 30: {"up_s": 34.0, "add_s": 22.1}}
-
-
-def created(result: UpResult) -> int:
-    """Resources the engine created, as its own summary counts them (``+ N created``: the stack and barriers too)."""
-    found = re.search(r"\+ (\d+) created", result.summary)
-    return int(found.group(1)) if found else 0
 
 
 def measure(peers: int, state_root: Path) -> dict[str, Any]:
@@ -61,7 +54,7 @@ def measure(peers: int, state_root: Path) -> dict[str, Any]:
             return result
 
         first = step("up", stack.config(names))
-        figures["resources"] = created(first)
+        figures["resources"] = first.changes.get("create", 0)  # Pulumi's own count: the stack and barriers too
         figures["resources_per_s"] = round(figures["resources"] / first.seconds, 1)
         figures["verified"] = sum(1 for check in first.verification.values() if isinstance(check, dict) and check.get("ok"))
         step("noop", stack.config(names), expect_no_changes=True)

@@ -59,6 +59,7 @@ class UpResult:
     failures: dict[str, str] = field(default_factory=dict)
     summary: str = ""
     stdout: str = ""
+    changes: dict[str, int] = field(default_factory=dict)  # Pulumi's own counts: {"create": 21, "same": 3}
 
     @property
     def ok(self) -> bool:
@@ -79,6 +80,7 @@ class UpResult:
             failures=operation.failures,
             summary=summary_text(operation),
             stdout=operation.stdout,
+            changes=operation.changes,
         )
 
 

@@ -17,12 +17,13 @@ semantics. :attr:`Engine.providers` says which ran, and every summary prints it.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,16 +117,15 @@ def find_engine(shim_dir: Path) -> Engine:
 
 @dataclass
 class Operation:
-    """One engine operation: what it did per resource (by its name), its summary, output and errors."""
+    """One engine operation: what it did (or, for a preview, would do) to each resource by name, Pulumi's own
+    counts (``{"create": 21}``), the stack's outputs, its output text and errors."""
 
-    kind: str
     ok: bool
     seconds: float
     actions: dict[str, list[str]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
-    secret_outputs: set[str] = field(default_factory=set)
-    summary: dict[str, int] = field(default_factory=dict)
+    changes: dict[str, int] = field(default_factory=dict)
     stdout: str = ""
     error: str | None = None
 
@@ -152,7 +152,6 @@ class Workspace:
         *,
         stack: str = "lab",
         program: Callable[[], None] | None = None,
-        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         from pulumi import automation as auto
 
@@ -179,7 +178,6 @@ class Workspace:
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "true",
             "PATH": os.pathsep.join([*(str(path) for path in self.engine.plugin_dirs), str(self.engine.cli.parent), os.environ["PATH"]]),
-            **dict(extra_env or {}),
         }
         project = auto.ProjectSettings(name=PROJECT, runtime="python", backend=auto.ProjectBackend(url=backend.as_uri()))
         work_dir = self.directory / "project"
@@ -206,8 +204,6 @@ class Workspace:
 
     def set_config(self, config: Mapping[str, Any], secrets: Mapping[str, str] | None = None) -> None:
         """Replace the stack's whole config with ``config`` (as in ``Pulumi.<stack>.yaml``) and ``secrets``."""
-        import json
-
         auto = self._auto
         values = {key: auto.ConfigValue(value if isinstance(value, str) else json.dumps(value)) for key, value in config.items()}
         values.update({key: auto.ConfigValue(value, secret=True) for key, value in (secrets or {}).items()})
@@ -220,24 +216,23 @@ class Workspace:
 
     # ------------------------------------------------------------------------------------------------ operations
 
-    def _run(self, kind: str, call: Callable[..., Any], *, on_event: Callable[[Any], None] | None = None, **kwargs: Any) -> Operation:
-        import time
-
+    def _run(
+        self, call: Callable[..., Any], *, planned: bool = False, on_event: Callable[[Any], None] | None = None, **kwargs: Any
+    ) -> Operation:
+        """Run ``call`` (``up``, ``preview``, ``destroy``), recording per resource what it did: from the engine's
+        outputs events, or with ``planned`` (a preview) from its pre-events, which say what it would do."""
         auto = self._auto
         lines: list[str] = []
         actions: dict[str, list[str]] = {}
         failures: dict[str, str] = {}
 
-        watcher = on_event
-
         def record(event: Any) -> None:
-            if watcher is not None:
-                watcher(event)
-            done = event.res_outputs_event
-            if done is not None and done.metadata is not None:
-                op = str(getattr(done.metadata.op, "value", done.metadata.op))
-                if not done.metadata.type.startswith("pulumi:"):
-                    actions.setdefault(op, []).append(_name_of(done.metadata.urn))
+            if on_event is not None:
+                on_event(event)
+            step = event.resource_pre_event if planned else event.res_outputs_event
+            if step is not None and step.metadata is not None and not step.metadata.type.startswith("pulumi:"):
+                op = str(getattr(step.metadata.op, "value", step.metadata.op))
+                actions.setdefault(op, []).append(_name_of(step.metadata.urn))
             diag = event.diagnostic_event
             if diag is not None and diag.severity == "error" and diag.urn:
                 failures[_name_of(diag.urn)] = (failures.get(_name_of(diag.urn), "") + diag.message).strip()
@@ -249,66 +244,44 @@ class Workspace:
         try:
             result = call(on_output=lines.append, on_event=record, color="never", **kwargs)
         except auto.CommandError as exc:
-            for names in actions.values():
-                names.sort()
-            return Operation(kind, False, time.monotonic() - started, actions, failures, stdout="\n".join(lines), error=str(exc))
-        seconds = time.monotonic() - started
+            result, error = None, str(exc)
+        else:
+            error = None
         for names in actions.values():
-            names.sort()
+            names.sort()  # the engine reports resources as they finish
         outputs = getattr(result, "outputs", None) or {}
-        summary = dict(getattr(getattr(result, "summary", None), "resource_changes", None) or {})
+        counts = (
+            result.change_summary if planned and result is not None else getattr(getattr(result, "summary", None), "resource_changes", None)
+        )
         return Operation(
-            kind,
-            True,
-            seconds,
-            actions,
-            failures,
+            ok=error is None,
+            seconds=time.monotonic() - started,
+            actions=actions,
+            failures=failures,
             outputs={name: value.value for name, value in outputs.items()},
-            secret_outputs={name for name, value in outputs.items() if value.secret},
-            summary=summary,
+            changes={str(getattr(op, "value", op)): count for op, count in (counts or {}).items()},
             stdout="\n".join(lines),
+            error=error,
         )
 
     def up(self, **kwargs: Any) -> Operation:
         """``pulumi up`` (``expect_no_changes``, ``replace`` and the other Automation API options pass through;
         ``on_event`` sees every engine event as it comes)."""
-        return self._run("up", self.stack.up, **kwargs)
+        return self._run(self.stack.up, **kwargs)
 
     def preview(self, **kwargs: Any) -> Operation:
         """``pulumi preview``: :attr:`Operation.actions` holds what each resource would undergo (``same`` too)."""
-        auto = self._auto
-        lines: list[str] = []
-        actions: dict[str, list[str]] = {}
-
-        def on_event(event: Any) -> None:
-            pre = event.resource_pre_event
-            if pre is not None and pre.metadata is not None and not pre.metadata.type.startswith("pulumi:"):
-                op = str(getattr(pre.metadata.op, "value", pre.metadata.op))
-                actions.setdefault(op, []).append(_name_of(pre.metadata.urn))
-
-        import time
-
-        started = time.monotonic()
-        try:
-            result = self.stack.preview(on_output=lines.append, on_event=on_event, color="never", **kwargs)
-        except auto.CommandError as exc:
-            return Operation("preview", False, time.monotonic() - started, actions, stdout="\n".join(lines), error=str(exc))
-        for names in actions.values():
-            names.sort()
-        summary = {str(getattr(op, "value", op)): count for op, count in (result.change_summary or {}).items()}
-        return Operation("preview", True, time.monotonic() - started, actions, summary=summary, stdout="\n".join(lines))
+        return self._run(self.stack.preview, planned=True, **kwargs)
 
     def destroy(self, **kwargs: Any) -> Operation:
         """``pulumi destroy``: every resource's delete, in dependency order."""
-        return self._run("destroy", self.stack.destroy, **kwargs)
+        return self._run(self.stack.destroy, **kwargs)
 
     def export(self, *, show_secrets: bool = False) -> dict[str, Any]:
         """``pulumi stack export``: the deployment as the state file holds it (secrets as ciphertext), or with
         ``show_secrets`` every secret decrypted (what a holder of the passphrase sees)."""
         if not show_secrets:
             return dict(self.stack.export_stack().deployment or {})
-        import json
-
         result = subprocess.run(
             [str(self.engine.cli), "stack", "export", "--show-secrets", "--stack", self.stack_name, "--non-interactive"],
             cwd=self.directory / "project",
@@ -332,21 +305,20 @@ class Workspace:
         """``pulumi cancel``: release the lock a killed ``up`` left on the stack (the next ``up`` then converges)."""
         self.stack.cancel()
 
+    def _resource(self, name: str) -> dict[str, Any]:
+        """The state's record of the resource named ``name`` (as :attr:`Operation.actions` names it)."""
+        for resource in self.export().get("resources", []):
+            if _name_of(resource.get("urn", "")) == name:
+                return dict(resource)
+        raise KeyError(name)
+
     def resource_outputs(self, name: str) -> dict[str, Any]:
         """The recorded outputs of the resource named ``name`` (secrets as their ciphertext envelope)."""
-        for resource in self.export().get("resources", []):
-            if _name_of(resource.get("urn", "")) == name:
-                return dict(resource.get("outputs") or {})
-        raise KeyError(name)
+        return dict(self._resource(name).get("outputs") or {})
 
     def urn(self, name: str) -> str:
-        for resource in self.export().get("resources", []):
-            if _name_of(resource.get("urn", "")) == name:
-                return str(resource["urn"])
-        raise KeyError(name)
-
-
-SUMMARY_LINE = re.compile(r"^(Resources:|\s+[+~\-]?\d+ |\s+\d+ unchanged|Duration:)")
+        """The URN of the resource named ``name`` (for ``up(replace=[...])``)."""
+        return str(self._resource(name)["urn"])
 
 
 def summary_text(operation: Operation) -> str:

@@ -194,24 +194,33 @@ def test_a_stack_deployed_with_random_bytes_moves_over_in_one_hitless_up(lab: La
     assert findings(stack.workspace.export(), stack.workspace.export(show_secrets=True), public_keys(moved.exports)) == []
 
 
-def _pulumi_children() -> list[int]:
-    """PIDs of the Pulumi CLI processes this test process started."""
-    me = os.getpid()
+def _children_of(parent: int) -> list[tuple[int, str, bytes]]:
+    """(pid, command name, command line) of every process whose parent is ``parent`` (1: orphans re-parented to init)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == me and (entry / "comm").read_text().strip() == "pulumi":
-                found.append(int(entry.name))
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == parent:
+                    found.append((int(entry.name), (entry / "comm").read_text().strip(), (entry / "cmdline").read_bytes()))
     return found
+
+
+def _pulumi_children() -> list[int]:
+    """PIDs of the Pulumi CLI processes this test process started."""
+    return [pid for pid, name, _ in _children_of(os.getpid()) if name == "pulumi"]
+
+
+def _orphaned_plugins() -> list[int]:
+    """PIDs of provider plugin processes whose engine is gone (re-parented to init)."""
+    return [pid for pid, _, line in _children_of(1) if b"pulumi-resource-" in line or b"testproviders." in line]
 
 
 def test_an_up_killed_during_the_installs_is_followed_by_one_that_converges(lab: Lab, stack: LabStack) -> None:
     deployed(stack, stack.config(NAMES))
     changed = stack.config(NAMES, peer_settings={name: {"mtu": 1400} for name in NAMES})
     killed: list[int] = []
+    killing = threading.Event()
 
     def kill_soon() -> None:
         time.sleep(0.5)  # the installs have begun: their SSH sessions are open, their configs on the way
@@ -221,9 +230,9 @@ def test_an_up_killed_during_the_installs_is_followed_by_one_that_converges(lab:
 
     def on_event(event: Any) -> None:
         pre = event.resource_pre_event
-        first = not any(thread.name == "killer" for thread in threading.enumerate())
-        if pre is not None and pre.metadata.urn.endswith("-install") and not killed and first:
-            threading.Thread(target=kill_soon, name="killer", daemon=True).start()
+        if pre is not None and pre.metadata.urn.endswith("-install") and not killing.is_set():
+            killing.set()
+            threading.Thread(target=kill_soon, daemon=True).start()
 
     interrupted = stack.up(changed, on_event=on_event)
     assert killed and not interrupted.ok, "the engine was not killed in the middle of the installs"
@@ -241,19 +250,6 @@ def test_an_up_killed_during_the_installs_is_followed_by_one_that_converges(lab:
     while _orphaned_plugins() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _orphaned_plugins() == [], "provider plugins of the killed engine are still running"
-
-
-def _orphaned_plugins() -> list[int]:
-    """PIDs of provider plugin processes whose engine is gone (re-parented to init)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                command_line = (entry / "cmdline").read_bytes()
-                if ppid == 1 and (b"pulumi-resource-" in command_line or b"testproviders." in command_line):
-                    found.append(int(entry.name))
-    return found
 
 
 def test_destroy_removes_everything(lab: Lab, stack: LabStack) -> None:
