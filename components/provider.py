@@ -19,6 +19,7 @@ from typing import Any, Optional, Required, TypedDict
 import pulumi
 
 from wgmesh.components.mesh_api import Mesh as MeshComponentApi
+from wgmesh.components.program import relax_garbage_collector
 from wgmesh.mesh.errors import ConfigIssue, MeshConfigError
 
 PACKAGE = "wgmesh"
@@ -228,6 +229,7 @@ def main() -> None:
         return Patched()
 
     component_module.generate_schema = generate_schema  # type: ignore[assignment]
+    relax_garbage_collector()  # the provider process registers the mesh's resources as the program does
     component_provider_host([Mesh], PACKAGE, version=package_version())
 
 
