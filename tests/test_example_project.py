@@ -7,13 +7,12 @@ their own providers, one external host) and render configs that name every other
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests.checkout import build_wheel
 from tests.program_harness import REPO, fake_public_ip, run_program, stack_config
 from wgmesh.mesh.wgconf import parse_config
 
@@ -64,14 +63,7 @@ def test_example_configs_name_every_other_member(example_run) -> None:
 
 def test_the_installable_package_carries_components_and_core(tmp_path: Path) -> None:
     """What `pip install git+<repo>` builds: a wheel with components/ and mesh/, and no tests."""
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr
-    wheel = next(tmp_path.glob("wgmesh-*.whl"))
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     for module in (
         "wgmesh/components/__init__.py",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.checkout import build_wheel
 from tests.conftest import REPO
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
@@ -29,15 +30,7 @@ FOLDERS = ("mesh", "hostside", "components", "lab", "cli")
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel `pip install git+<repo>` builds (its build backend comes from PyPI, as pip does it)."""
-    out = tmp_path_factory.mktemp("wheel")
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--disable-pip-version-check", "-w", str(out), str(REPO)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr[-2000:]
-    return next(out.glob("wgmesh-*.whl"))
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def test_the_package_map_names_every_folder_of_the_repository() -> None:
