@@ -6,7 +6,8 @@ config inside Outputs), without the engine or cloud latency. Goal: 100 peers und
 The lever is dependency edges, not resources: the Python SDK checks every new edge for a cycle by walking the
 graph built so far (``pulumi.runtime.resource_cycle_breaker``), so all-to-all edges cost O(N^2) walks. The
 benchmark counts the distinct (dependent, dependency) pairs the SDK declares (``declare_dependency``) next to
-resources and seconds.
+resources and seconds. The other lever was CPython's garbage collector (``relax_garbage_collector`` in
+``components/program.py``): compare commits back to back, the machine's speed moves between days.
 
     python bench/program.py [--peers 10 40 100] [--repeat 3]
 """

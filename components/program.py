@@ -66,7 +66,7 @@ def ssh_keys(spec: StackSpec, config: pulumi.Config) -> tuple[pulumi.Output[str]
 
 
 # CPython's defaults, (700, 10, 10), and the ones a Pulumi program runs with here: see relax_garbage_collector.
-PULUMI_PROGRAM_GC_THRESHOLDS = (20_000, 10, 100)
+PULUMI_PROGRAM_GC_THRESHOLDS = (200_000, 10, 100)
 
 
 def relax_garbage_collector() -> None:
@@ -76,8 +76,9 @@ def relax_garbage_collector() -> None:
     so with the default thresholds the collector runs every 700 allocations, and every 100th run or so is a full
     collection that walks every live object: the imported providers' classes and every resource registered so
     far. At 100 peers (1,244 resources) that was 2.7 of 6.8 s, and the cost per peer grew with the mesh
-    (docs/performance.md#the-program). Young cycles are still freed (every 20,000 allocations); only the full
-    walks become rare. Thresholds only ever rise here: a process that chose bigger ones keeps them.
+    (docs/performance.md#the-program-under-mocks). Cycles are still freed, every 200,000 allocations (about 10 MB
+    more at the peak at 100 peers); full walks become rare. Thresholds only ever rise here: a process that chose
+    bigger ones keeps them.
     """
     current = gc.get_threshold()
     gc.set_threshold(*(max(mine, theirs) for mine, theirs in zip(PULUMI_PROGRAM_GC_THRESHOLDS, current, strict=True)))

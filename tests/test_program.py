@@ -750,9 +750,9 @@ def test_the_program_collects_young_garbage_in_bigger_batches_and_never_lowers_a
         run_program(synthetic_stack(2))
         assert gc.get_threshold() == PULUMI_PROGRAM_GC_THRESHOLDS
         assert PULUMI_PROGRAM_GC_THRESHOLDS[0] > 700 and PULUMI_PROGRAM_GC_THRESHOLDS[2] > 10
-        higher = (50_000, 20, 10)
-        gc.set_threshold(*higher)
+        mine = PULUMI_PROGRAM_GC_THRESHOLDS
+        gc.set_threshold(mine[0] * 2, mine[1] * 2, 10)
         run_program(synthetic_stack(2))
-        assert gc.get_threshold() == (50_000, 20, PULUMI_PROGRAM_GC_THRESHOLDS[2])
+        assert gc.get_threshold() == (mine[0] * 2, mine[1] * 2, mine[2])
     finally:
         gc.set_threshold(*saved)
