@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import pytest
 import yaml
 
 from tests.conftest import running_lab
+from tests.package_programs import LabMesh, assert_adding_a_peer_changes_only_its_share, assert_no_secret, private_env
 from tests.program_harness import REPO
 
 EXAMPLE = REPO / "examples" / "typescript"
@@ -41,11 +41,6 @@ STACK = "lab"
 PROJECT = "wgmesh-typescript"
 
 
-def camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
 def pulumi_cli() -> Path:
     from wgmesh.lab.engine import EngineMissing, find_cli
 
@@ -53,22 +48,6 @@ def pulumi_cli() -> Path:
         return find_cli()
     except EngineMissing as exc:
         pytest.skip(str(exc))
-
-
-def private_env(directory: Path, cli: Path, *extra_path: Path) -> dict[str, str]:
-    """The environment of a private workspace in ``directory``: its own PULUMI_HOME and backend, no downloads."""
-    (directory / "backend").mkdir(mode=0o700)
-    (directory / "home").mkdir(mode=0o700)
-    return {
-        **os.environ,
-        "PULUMI_HOME": str(directory / "home"),
-        "PULUMI_BACKEND_URL": (directory / "backend").as_uri(),
-        "PULUMI_CONFIG_PASSPHRASE": secrets.token_urlsafe(24),
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-        "WGMESH_PYTHON": sys.executable,
-        "PATH": os.pathsep.join([*(str(path) for path in extra_path), str(cli.parent), os.environ["PATH"]]),
-    }
 
 
 def nodejs_codegen_dir(cli: Path) -> Path | None:
@@ -201,16 +180,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.mark.lab
 def test_a_typescript_program_deploys_verifies_and_destroys_a_mesh_of_lab_hosts(lab: Any, tmp_path: Path) -> None:
-    stack_file = yaml.safe_load(lab.stack_path.read_text())["config"]
-    description = stack_file["wgmesh:mesh"]
-    ssh_key = Path(stack_file["wgmesh:sshPrivateKeyPath"]).read_text()
-    peers = [{camel(key): value for key, value in peer.items()} for peer in description["peers"]]
+    mesh = LabMesh.of(lab)
     project = TypeScriptProject(tmp_path)
     project.cli_run("stack", "init", STACK)
-    project.configure(peers[:2], description["network"], ssh_key)
+    project.configure(mesh.peers[:2], mesh.network, mesh.ssh_key)
 
     up, _ = project.run("up")
-    names = [peer["name"] for peer in peers[:2]]
+    names = mesh.names(2)
     outputs = up["outputs"]
     assert sorted(outputs["publicKeys"]) == sorted(names)
     assert sorted(outputs["tunnelAddresses"]) == sorted(names)
@@ -220,27 +196,13 @@ def test_a_typescript_program_deploys_verifies_and_destroys_a_mesh_of_lab_hosts(
     again, _ = project.run("up", "--expect-no-changes")
     assert set(again["changes"]) == {"same"}, again["changes"]
 
-    project.configure(peers, description["network"])
+    project.configure(mesh.peers, mesh.network)
     preview, printed = project.run("preview")
-    new = peers[2]["name"]
-    by_op: dict[str, list[str]] = {}
-    for step in preview["steps"]:
-        by_op.setdefault(step["op"], []).append(step["urn"].rsplit("::", 1)[-1])
-    print(f"preview adding {new}: {by_op}")
-    assert by_op.get("create") and all(name.startswith(f"mesh-{new}") for name in by_op["create"]), by_op
-    assert not by_op.get("delete"), by_op
-    # The one replacement is by design: the state-only barrier holding the configs, never a host's resource.
-    for op in ("replace", "create-replacement", "delete-replaced"):
-        assert by_op.get(op, []) in ([], ["mesh-configs"]), by_op
-    # The others change only where the new peer shows: their config (install) and the barriers and checks over all.
-    changed = by_op.get("update", [])
-    assert all(
-        name.endswith(("-install", "-verify")) or name in {"mesh", "mesh-peers", "mesh-configs", "mesh-installed"} for name in changed
-    ), changed
-    for secret in (ssh_key.strip().splitlines()[1], "PrivateKey ="):
-        assert secret not in printed
+    by_op = assert_adding_a_peer_changes_only_its_share(preview["steps"], mesh.peers[2]["name"])
+    print(f"preview adding {mesh.peers[2]['name']}: {by_op}")
+    assert_no_secret(printed, mesh.ssh_key)
 
-    project.configure(peers[:2], description["network"])
+    project.configure(mesh.peers[:2], mesh.network)
     destroyed, _ = project.run("destroy")
     assert destroyed["changes"].get("delete", 0) > 0, destroyed["changes"]
     for name in names:

@@ -10,8 +10,6 @@ private ``PULUMI_HOME``, a ``file://`` backend, a passphrase, plugin downloads o
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -23,17 +21,13 @@ import pytest
 import yaml
 
 from tests.conftest import running_lab
+from tests.package_programs import LabMesh, assert_adding_a_peer_changes_only_its_share, assert_no_secret, private_env
 from tests.program_harness import REPO
 
 pytestmark = pytest.mark.lab
 
 EXAMPLE = REPO / "examples" / "yaml"
 STACK = "lab"
-
-
-def camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 class YamlProject:
@@ -54,19 +48,7 @@ class YamlProject:
         (self.project / "Pulumi.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
         shims = directory / "shims"
         install_shims(shims, python=sys.executable)
-        (directory / "backend").mkdir()
-        (directory / "home").mkdir()
-        self.passphrase = secrets.token_urlsafe(24)
-        self.env = {
-            **os.environ,
-            "PULUMI_HOME": str(directory / "home"),
-            "PULUMI_BACKEND_URL": (directory / "backend").as_uri(),
-            "PULUMI_CONFIG_PASSPHRASE": self.passphrase,
-            "PULUMI_SKIP_UPDATE_CHECK": "true",
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-            "WGMESH_PYTHON": sys.executable,
-            "PATH": os.pathsep.join([str(shims), str(cli.parent), os.environ["PATH"]]),
-        }
+        self.env = private_env(directory, cli, shims)
 
     def run(self, *argv: str, stdin: str | None = None, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -100,44 +82,27 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def test_a_yaml_program_deploys_verifies_and_destroys_a_mesh_of_lab_hosts(lab: Any, tmp_path: Path) -> None:
-    stack_file = yaml.safe_load(lab.stack_path.read_text())["config"]
-    description = stack_file["wgmesh:mesh"]
-    ssh_key = Path(stack_file["wgmesh:sshPrivateKeyPath"]).read_text()
-    peers = [{camel(key): value for key, value in peer.items()} for peer in description["peers"]]
+    mesh = LabMesh.of(lab)
     project = YamlProject(tmp_path)
     project.run("stack", "init", STACK)
-    project.configure(peers[:2], description["network"], ssh_key)
+    project.configure(mesh.peers[:2], mesh.network, mesh.ssh_key)
 
     up = project.run("up", "--yes", "--skip-preview", "--stack", STACK, timeout=900)
     print(up.stdout[-1500:])
     outputs = json.loads(project.run("stack", "output", "--json", "--stack", STACK).stdout)
-    names = [peer["name"] for peer in peers[:2]]
+    names = mesh.names(2)
     assert sorted(outputs["publicKeys"]) == sorted(names)
     assert all(outputs["verification"][name]["ok"] is True for name in names), outputs["verification"]
     assert "configs" not in outputs
 
     project.run("up", "--yes", "--expect-no-changes", "--stack", STACK, timeout=600)
 
-    project.configure(peers, description["network"], ssh_key)
+    project.configure(mesh.peers, mesh.network, mesh.ssh_key)
     preview = project.run("preview", "--json", "--stack", STACK, timeout=600)
-    steps = json.loads(preview.stdout).get("steps", [])
-    new = peers[2]["name"]
-    by_op: dict[str, list[str]] = {}
-    for step in steps:
-        by_op.setdefault(step["op"], []).append(step["urn"].rsplit("::", 1)[-1])
-    assert by_op.get("create") and all(name.startswith(f"mesh-{new}") for name in by_op["create"]), by_op
-    assert not by_op.get("delete"), by_op
-    # The one replacement is by design: the state-only barrier holding the configs, never a host's resource.
-    assert by_op.get("replace", []) in ([], ["mesh-configs"]) and by_op.get("create-replacement", []) in ([], ["mesh-configs"]), by_op
-    # The others change only where the new peer shows: their config (install) and the barriers and checks over all.
-    changed = by_op.get("update", [])
-    assert all(
-        name.endswith(("-install", "-verify")) or name in {"mesh", "mesh-peers", "mesh-configs", "mesh-installed"} for name in changed
-    ), changed
-    for secret in (ssh_key.strip().splitlines()[1], "PrivateKey ="):
-        assert secret not in preview.stdout and secret not in preview.stderr
+    assert_adding_a_peer_changes_only_its_share(json.loads(preview.stdout).get("steps", []), mesh.peers[2]["name"])
+    assert_no_secret(preview.stdout + preview.stderr, mesh.ssh_key)
 
-    project.configure(peers[:2], description["network"], ssh_key)
+    project.configure(mesh.peers[:2], mesh.network, mesh.ssh_key)
     destroyed = project.run("destroy", "--yes", "--stack", STACK, timeout=600)
     assert "error" not in destroyed.stdout.lower(), destroyed.stdout[-2000:]
     for name in names:
