@@ -171,7 +171,16 @@ def test_ctrl_c_exits_130_without_traceback(tmp_path: Path) -> None:
         "check.run = slow\n"
         f"sys.exit(main(['check', {str(EXAMPLE)!r}]))\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    # As from a terminal: a runner started in the background (CI's, `cmd &`) may hand its children SIGINT ignored, and
+    # Python then never raises KeyboardInterrupt.
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         assert process.stdout is not None
         assert process.stdout.readline() == "ready\n"
