@@ -267,6 +267,9 @@ class PingStats:
         return self.transmitted - self.received - self.in_flight
 
 
+# Probes before and after the block a Pinger watches, so that the change is covered on both sides.
+PING_LEAD_IN = 0.5
+PING_RUN_OUT = 1.0
 _SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) received")
 _REPLY = re.compile(r"icmp_seq=(\d+) ttl=")
 
@@ -287,14 +290,13 @@ class Pinger:
         self.output = ""
         self._process: subprocess.Popen[str] | None = None
 
-    def __enter__(self) -> Pinger:
+    def start(self) -> None:
+        """Start pinging (no lead-in: :meth:`__enter__` and :func:`pinging_all` add it)."""
         self._process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=tool_env())
-        time.sleep(0.5)  # a few probes before whatever the block does
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
+        """Stop now and read the summary into :attr:`stats` (no run-out: the callers add it)."""
         assert self._process is not None
-        time.sleep(1.0)
         self._process.send_signal(signal.SIGINT)
         try:
             self.output, _ = self._process.communicate(timeout=10)
@@ -315,12 +317,32 @@ class Pinger:
             longest = max(longest, run)
         self.stats = PingStats(transmitted, received, in_flight, round(longest * self.interval, 3))
 
+    def __enter__(self) -> Pinger:
+        self.start()
+        time.sleep(PING_LEAD_IN)  # a few probes before whatever the block does
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(PING_RUN_OUT)
+        self.stop()
+
 
 @contextlib.contextmanager
-def pinging(lab: Lab, target: str, address: str, *, interval: float = 0.05) -> Iterator[Pinger]:
-    """:class:`Pinger` as a context manager function (for ``contextlib.ExitStack`` users)."""
-    with Pinger(lab, target, address, interval=interval) as pinger:
-        yield pinger
+def pinging_all(lab: Lab, pairs: Sequence[tuple[str, str]], *, interval: float = 0.05) -> Iterator[list[Pinger]]:
+    """A :class:`Pinger` per (source target, destination address), sharing one lead-in and one run-out: each
+    pinger's own, nested, would add up (12 pingers: 18 s of waiting per block)."""
+    pingers = [Pinger(lab, source, address, interval=interval) for source, address in pairs]
+    started: list[Pinger] = []
+    try:
+        for pinger in pingers:
+            pinger.start()
+            started.append(pinger)
+        time.sleep(PING_LEAD_IN)
+        yield pingers
+        time.sleep(PING_RUN_OUT)
+    finally:
+        for pinger in started:
+            pinger.stop()
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

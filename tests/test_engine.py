@@ -33,7 +33,7 @@ import pytest
 from tests.conftest import deployed, engine_stack, running_lab
 from tests.state_audit import file_findings, findings, secret_plaintexts, secrets_in_text
 from wgmesh.lab import Lab
-from wgmesh.lab.deploy import LabStack, Pinger, all_pairs, lan_pairs, tunnel_pairs, wg_show
+from wgmesh.lab.deploy import LabStack, all_pairs, lan_pairs, pinging_all, tunnel_pairs, wg_show
 from wgmesh.lab.engine import Workspace
 
 pytestmark = pytest.mark.lab
@@ -125,8 +125,7 @@ def test_rotating_a_key_never_cuts_a_path_for_a_second(lab: Lab, stack: LabStack
     gaps: list[float] = []
     for version in range(2, 2 + ROTATIONS):
         old = wg_show(lab, "h2")
-        with contextlib.ExitStack() as pingers:
-            running = [pingers.enter_context(Pinger(lab, source, address, interval=PING_INTERVAL)) for source, address in pairs]
+        with pinging_all(lab, pairs, interval=PING_INTERVAL) as running:
             rotated = deployed(stack, stack.config(NAMES, peer_settings={"h2": {"key_version": version}}))
         new = wg_show(lab, "h2")
         assert old is not None and new is not None and new.public_key != old.public_key
@@ -183,8 +182,7 @@ def test_a_stack_deployed_with_random_bytes_moves_over_in_one_hitless_up(lab: La
     assert len(leaking_ids) == len(NAMES) + 1, leaks  # a seed per peer and the mesh secret, each by its resource ID
     before = {name: wg_show(lab, name) for name in NAMES}
     pairs = [*tunnel_pairs(lab, NAMES), *lan_pairs(lab, NAMES)]
-    with contextlib.ExitStack() as pingers:
-        running = [pingers.enter_context(Pinger(lab, source, address, interval=PING_INTERVAL)) for source, address in pairs]
+    with pinging_all(lab, pairs, interval=PING_INTERVAL) as running:
         moved = deployed(stack, stack.config(NAMES))
     assert {name: wg_show(lab, name).public_key for name in NAMES} != {name: before[name].public_key for name in NAMES}  # type: ignore[union-attr]
     assert sorted(name for name in moved.actions.get("delete", []) if name.endswith("-key") or name.endswith("-secret")) != []
