@@ -12,15 +12,12 @@ from typing import Any
 
 import yaml
 
+from wgmesh.components.provider import camel  # the package's own spelling of its fields
+
 # The replacement a preview adding a peer may show: the state-only barrier holding the configs, never a host's resource.
 CONFIGS_BARRIER = "mesh-configs"
 # What else may update: the others' installs (their config names the new peer), the checks and barriers over all.
 SHARED = {"mesh", "mesh-peers", CONFIGS_BARRIER, "mesh-installed"}
-
-
-def camel(key: str) -> str:
-    head, *rest = key.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 @dataclass(frozen=True)
